@@ -1,0 +1,1 @@
+"""Destinations: the Outreach Magic dlt destination lives in ``destinations.outreach_magic``."""

@@ -1,0 +1,236 @@
+"""The ``update_attributes`` event as code: one pydantic v2 model, its rules and the error shape.
+
+This module is the single reference for the wire format of ``shared/API-CONTRACT.md``.
+The connector validates rows with it before spending a request, and the sandbox answers
+with it, so the client's verdict and the server's verdict cannot drift apart.
+
+Why these choices:
+
+* every string field is strict (a number is *not* coerced, ``string_type``) and 1 to
+  10,000 characters long, and unknown keys are forbidden (``extra_forbidden``): a mapping
+  mistake surfaces as an error instead of vanishing;
+* ``null`` means "not provided", so every field is optional and defaults to ``None``;
+* formats are *checked*, never rewritten: normalizing identifiers is the client's job
+  (``identifiers.py``), and a server that silently rewrote them would hide client bugs;
+* each cross-field rule is one named ``model_validator``; pydantic runs them only when
+  every field validated, which is the contract's "field errors before cross-field rules";
+* messages are raised with :class:`PydanticCustomError` so they render as
+  ``Value error: ...`` (a plain ``ValueError`` would render ``Value error, ...``), and
+  error entries never echo the submitted value (it may be personal data).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Annotated, Any, Literal, TypedDict
+
+from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from . import settings as s
+
+Str = Annotated[
+    str, StringConstraints(strict=True, min_length=s.MIN_STRING_LENGTH, max_length=s.MAX_STRING_LENGTH)
+]
+
+
+class ErrorEntry(TypedDict):
+    """One error of one item: pydantic's ``msg`` and ``type``, plus the field path ``loc``."""
+
+    msg: str
+    type: str
+    loc: list[str | int]
+
+
+class ItemErrors(TypedDict):
+    index: int
+    error: list[ErrorEntry]
+
+
+class ErrorsBlock(TypedDict):
+    count: int
+    details: list[ItemErrors]
+
+
+class BatchResult(TypedDict):
+    errors: ErrorsBlock
+    success: int
+    total: int
+
+
+_FORMATS: dict[str, tuple[re.Pattern[str], str]] = {
+    "workspace_id": (re.compile(s.HEX_ID_PATTERN), "24-character hex id"),
+    "unified_lead_id": (re.compile(s.HEX_ID_PATTERN), "24-character hex id"),
+    "unified_company_id": (re.compile(s.HEX_ID_PATTERN), "24-character hex id"),
+    "lead_email": (re.compile(s.EMAIL_PATTERN), "email address"),
+    "lead_linkedin_url": (re.compile(s.LINKEDIN_PROFILE_PATTERN, re.I), "LinkedIn profile URL"),
+    "sender": (re.compile(s.LINKEDIN_PROFILE_PATTERN, re.I), "LinkedIn profile URL"),
+    "lead_sales_navigator_url": (re.compile(s.SALES_NAVIGATOR_PATTERN, re.I), "Sales Navigator URL"),
+    "company_linkedin_url": (re.compile(s.LINKEDIN_COMPANY_PATTERN, re.I), "LinkedIn company URL"),
+    "company_domain": (re.compile(s.DOMAIN_PATTERN), "domain"),
+    "company_employee_count": (re.compile(s.DIGITS_PATTERN), "employee count (digits only)"),
+}
+FORMAT_FIELDS: tuple[str, ...] = tuple(_FORMATS)
+
+
+def format_error(field: str, value: str) -> str | None:
+    """The contract's format message for ``value`` in ``field``, or None when it is well-formed."""
+    rule = _FORMATS.get(field)
+    if rule is None or rule[0].match(value):
+        return None
+    return f"Value error: {field} is not a valid {rule[1]}"
+
+
+def _value_error(message: str) -> PydanticCustomError:
+    return PydanticCustomError("value_error", message)
+
+
+class UpdateAttributesEvent(BaseModel):
+    """One ``update_attributes`` event, every field of the contract, every rule."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    event: Literal["update_attributes"]
+    platform: Str | None = None
+
+    workspace_id: Str | None = None
+    import_name: Str | None = None
+    list_source: Str | None = None
+    exclusion_reason: Str | None = None
+    icp: Str | None = None
+    tags: list[Str] | None = None
+    lead_status: Str | None = None
+
+    unified_lead_id: Str | None = None
+    lead_email: Str | None = None
+    lead_linkedin_url: Str | None = None
+    lead_sales_navigator_url: Str | None = None
+    lead_linkedin_id: Str | None = None
+
+    lead_first_name: Str | None = None
+    lead_last_name: Str | None = None
+    lead_full_name: Str | None = None
+    lead_country: Str | None = None
+    lead_job_title: Str | None = None
+    lead_seniority: Str | None = None
+    lead_function: Str | None = None
+    lead_linkedin_headline: Str | None = None
+    lead_reporting_location: Str | None = None
+
+    unified_company_id: Str | None = None
+    company_domain: Str | None = None
+    company_linkedin_url: Str | None = None
+
+    company_name: Str | None = None
+    company_country: Str | None = None
+    company_employee_range: Str | None = None
+    company_industry: Str | None = None
+    company_description: Str | None = None
+    company_employee_count: Str | None = None
+    company_normalized_name: Str | None = None
+    company_normalized_industry: Str | None = None
+
+    sender: Str | None = None
+    linkedin_connection_level: Str | None = None
+
+    @field_validator(*FORMAT_FIELDS)
+    @classmethod
+    def _check_format(cls, value: str | None, info: Any) -> str | None:
+        """Rule 7: formats, checked as written (the field name comes from pydantic)."""
+        if value is not None:
+            message = format_error(info.field_name, value)
+            if message:
+                raise _value_error(message)
+        return value
+
+    @model_validator(mode="after")
+    def workspace_rule(self) -> UpdateAttributesEvent:
+        """Rule 4: workspace attributes are stored per workspace, so they need its id."""
+        if self.workspace_id is None and any(getattr(self, f) is not None for f in s.WORKSPACE_ATTRIBUTES):
+            raise _value_error(s.WORKSPACE_RULE_MESSAGE)
+        return self
+
+    @model_validator(mode="after")
+    def connection_rule(self) -> UpdateAttributesEvent:
+        """Rule 5: a connection level is a (sender, lead) pair with a level of 1, 2 or 3."""
+        sender, level = self.sender, self.linkedin_connection_level
+        if sender is None and level is None:
+            return self
+        if sender is None or level is None:
+            raise _value_error("Value error: sender and linkedin_connection_level are required together")
+        if level not in s.CONNECTION_LEVELS:
+            raise _value_error("Value error: linkedin_connection_level must be one of '1', '2', '3'")
+        if not self.has_lead_identifier():
+            raise _value_error("Value error: linkedin_connection_level needs at least one lead identifier")
+        return self
+
+    @model_validator(mode="after")
+    def identifier_rule(self) -> UpdateAttributesEvent:
+        """Rule 6 (ours): every event must be matchable, and attributes need their entity's id."""
+        has_lead, has_company = self.has_lead_identifier(), self.has_company_identifier()
+        if not has_lead and not has_company:
+            raise _value_error("Value error: at least one lead identifier or company identifier is required")
+        if not has_lead and any(getattr(self, f) is not None for f in s.LEAD_ATTRIBUTES):
+            raise _value_error("Value error: lead attributes need a lead identifier")
+        if not has_company and any(getattr(self, f) is not None for f in s.COMPANY_ATTRIBUTES):
+            raise _value_error("Value error: company attributes need a company identifier")
+        return self
+
+    def has_lead_identifier(self) -> bool:
+        return any(getattr(self, f) is not None for f in s.LEAD_IDENTIFIERS)
+
+    def has_company_identifier(self) -> bool:
+        return any(getattr(self, f) is not None for f in s.COMPANY_IDENTIFIERS)
+
+    def provided(self) -> dict[str, Any]:
+        """The fields that were provided (``None`` means "not provided" and is left out)."""
+        return self.model_dump(exclude_none=True)
+
+
+def _entries(exc: ValidationError) -> list[ErrorEntry]:
+    """Copy only ``msg``, ``type`` and ``loc``: never the submitted value, never a URL."""
+    return [
+        {"msg": e["msg"], "type": e["type"], "loc": list(e["loc"])}
+        for e in exc.errors(include_url=False, include_input=False, include_context=False)
+    ]
+
+
+def validate_item(item: Any) -> tuple[UpdateAttributesEvent | None, list[ErrorEntry]]:
+    """Validate one array element: the event, or ``None`` and its errors (never raises)."""
+    if not isinstance(item, dict):
+        return None, [{"msg": "Input should be a valid dictionary", "type": "dict_type", "loc": []}]
+    try:
+        return UpdateAttributesEvent.model_validate(item), []
+    except ValidationError as exc:
+        return None, _entries(exc)
+
+
+def item_errors(item: Any) -> list[ErrorEntry]:
+    """The contract's verdict on one item: an empty list when it is valid."""
+    return validate_item(item)[1]
+
+
+def build_result(total: int, details: Sequence[ItemErrors]) -> BatchResult:
+    """The 200 body: ``success + errors.count == total``, details in index order."""
+    ordered = sorted(details, key=lambda d: d["index"])
+    return {
+        "errors": {"count": len(ordered), "details": list(ordered)},
+        "success": total - len(ordered),
+        "total": total,
+    }
+
+
+def validate_batch(items: Any) -> BatchResult:
+    """Validate a body (one object or an array) and answer in the contract's result shape.
+
+    Only validation is judged here; the sandbox adds the verdicts that need its store
+    (a ``unified_*_id`` that names no record).
+    """
+    batch = items if isinstance(items, list) else [items]
+    details: list[ItemErrors] = []
+    for index, item in enumerate(batch):
+        errors = item_errors(item)
+        if errors:
+            details.append({"index": index, "error": errors})
+    return build_result(len(batch), details)

@@ -1,0 +1,1 @@
+"""The runner, the ``outreach-magic`` command line, example pipelines and orchestrator glue."""

@@ -1,0 +1,1 @@
+"""A local, stateful emulator of the Outreach Magic ``update_attributes`` API."""

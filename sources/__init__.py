@@ -1,0 +1,1 @@
+"""Readers (files, SQL, DuckDB, frames) and presets that turn any export into canonical columns."""

@@ -1,0 +1,314 @@
+"""The sandbox's ASGI application: ``POST /v1/events`` per the contract, plus ``/_sandbox/*``.
+
+``/v1/events`` is a raw ASGI handler in front of a Starlette app that serves everything
+else (the inspection endpoints, 404s). Two reasons: it sees the server's own ``send``,
+which the drop and lost-response faults need to close the connection mid-answer, and it
+keeps per-request overhead off the hot path. Checks run in the contract's order: key,
+rate limit, content type, size, body shape; then the injected fault, then the upsert.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from destinations.outreach_magic import settings as s
+from destinations.outreach_magic.contract import ItemErrors, build_result, item_errors
+
+from .faults import Fault, FaultInjector, FaultSettings
+from .state import SandboxState
+from .store import Tenant
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+_JSON = (b"content-type", b"application/json")
+_LOG = logging.getLogger("sandbox")
+
+
+@dataclass
+class Limits:
+    max_items: int = s.MAX_ITEMS_PER_REQUEST
+    max_bytes: int = s.MAX_BYTES_PER_REQUEST
+
+
+class AbortConnection(Exception):
+    """Raised after a partial answer so that the ASGI server closes the connection.
+
+    Used only when the server's transport cannot be reached directly (see
+    :func:`_close_transport`); :class:`QuietAbortFilter` keeps it out of the logs.
+    """
+
+
+class QuietAbortFilter(logging.Filter):
+    """Hide uvicorn's "Exception in ASGI application" for deliberate aborts."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not isinstance(exc, AbortConnection)
+
+
+def _close_transport(send: Send) -> bool:
+    """Close the TCP connection under ``send`` without a (complete) answer.
+
+    uvicorn's ``send`` is a bound method of its request cycle, which holds the asyncio
+    transport; marking the cycle disconnected stops uvicorn from answering 500 or logging.
+    Returns False when the server is not uvicorn (the caller then raises instead).
+    """
+    cycle: Any = getattr(send, "__self__", None)
+    transport = getattr(cycle, "transport", None)
+    if transport is None or not hasattr(cycle, "disconnected"):
+        return False
+    transport.close()
+    cycle.disconnected = True
+    return True
+
+
+async def _answer(
+    send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    start = [_JSON, (b"content-length", str(len(body)).encode())]
+    if headers:
+        start += headers
+    await send({"type": "http.response.start", "status": status, "headers": start})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _error(message: str) -> bytes:
+    return orjson.dumps({"error": message})
+
+
+_INVALID_KEY = _error(s.INVALID_API_KEY_MESSAGE)
+_RATE_LIMITED = _error(s.RATE_LIMIT_MESSAGE)
+_BAD_CONTENT_TYPE = _error(s.CONTENT_TYPE_MESSAGE)
+_SERVER_ERRORS = {
+    Fault.ERROR_503: (503, _error("Service temporarily unavailable"), [(b"retry-after", b"1")]),
+    Fault.ERROR_500: (500, _error("Internal server error"), []),
+    Fault.ERROR_502: (502, _error("Bad gateway"), []),
+}
+
+
+class SandboxApp:
+    """The whole sandbox as one ASGI callable."""
+
+    def __init__(
+        self, state: SandboxState, faults: FaultSettings | None = None, limits: Limits | None = None
+    ) -> None:
+        self.state = state
+        self.faults = FaultInjector(faults or FaultSettings())
+        self.limits = limits or Limits()
+        self.inspection = Starlette(
+            routes=[
+                Route("/_sandbox/leads", self._leads, methods=["GET"]),
+                Route("/_sandbox/companies", self._companies, methods=["GET"]),
+                Route("/_sandbox/stats", self._stats, methods=["GET"]),
+                Route("/_sandbox/reset", self._reset, methods=["POST"]),
+            ]
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == s.EVENTS_PATH:
+            await self.events(scope, receive, send)
+        else:
+            await self.inspection(scope, receive, send)
+
+    # ------------------------------------------------------------ /v1/events
+    async def events(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] != "POST":
+            await _answer(send, 405, _error("Method not allowed"), [(b"allow", b"POST")])
+            return
+        key = content_type = content_length = None
+        for name, value in scope["headers"]:
+            if name == b"x-api-key":
+                key = value.decode("latin-1")
+            elif name == b"content-type":
+                content_type = value
+            elif name == b"content-length":
+                content_length = value
+        faults = self.faults
+        if faults.latency_s:
+            await asyncio.sleep(faults.latency_s)
+        tenant = self.state.tenants.get(key) if key is not None else None
+        if tenant is None:
+            await _answer(send, 401, _INVALID_KEY)
+            return
+        tenant.requests += 1
+        wait = faults.retry_after(tenant.tenant_id)
+        if wait:
+            tenant.count_status("429")
+            await _answer(send, 429, _RATE_LIMITED, [(b"retry-after", str(wait).encode())])
+            return
+        if content_type is None or content_type.split(b";", 1)[0].strip().lower() != b"application/json":
+            tenant.count_status("415")
+            await _answer(send, 415, _BAD_CONTENT_TYPE)
+            return
+        max_bytes = self.limits.max_bytes
+        too_big = _error(f"Request body is larger than the limit of {max_bytes} bytes")
+        if content_length is not None and content_length.isdigit() and int(content_length) > max_bytes:
+            tenant.count_status("413")
+            await _answer(send, 413, too_big)
+            return
+        body = await _read_body(receive, max_bytes)
+        if body is None:
+            tenant.count_status("413")
+            await _answer(send, 413, too_big)
+            return
+        items, problem = _parse(body)
+        if problem:
+            tenant.count_status("400")
+            await _answer(send, 400, _error(problem))
+            return
+        tenant.events_received += len(items)
+        if len(items) > self.limits.max_items:
+            tenant.count_status("413")
+            await _answer(
+                send,
+                413,
+                _error(f"Request has {len(items)} items, more than the limit of {self.limits.max_items}"),
+            )
+            return
+
+        fault = faults.draw()
+        if fault in _SERVER_ERRORS:
+            status, payload, extra = _SERVER_ERRORS[fault]
+            tenant.count_status(fault.value)
+            await _answer(send, status, payload, extra)
+            return
+        if fault is Fault.DROP:
+            tenant.count_status("drop")
+            await _drop(send)
+            return
+
+        result = self._apply(tenant, items)
+        payload = orjson.dumps(result)
+        if fault is Fault.LOST:
+            tenant.count_status("lost")
+            await _lose(send, payload)
+            return
+        tenant.count_status("200")
+        await _answer(send, 200, payload)
+
+    def _apply(self, tenant: Tenant, items: list[Any]) -> Any:
+        """Validate and upsert in array order, under the state lock (one request at a time)."""
+        details: list[ItemErrors] = []
+        apply = tenant.apply
+        with self.state.lock:
+            for index, item in enumerate(items):
+                errors = item_errors(item)
+                if errors:
+                    details.append({"index": index, "error": errors})
+                    continue
+                message = apply(item)
+                if message is not None:
+                    field = "unified_lead_id" if "lead" in message else "unified_company_id"
+                    details.append(
+                        {"index": index, "error": [{"msg": message, "type": "value_error", "loc": [field]}]}
+                    )
+            tenant.events_applied += len(items) - len(details)
+            tenant.events_rejected += len(details)
+        return build_result(len(items), details)
+
+    # ------------------------------------------------------------ /_sandbox/*
+    def _tenant(self, request: Request) -> Tenant | None:
+        key = request.headers.get("x-api-key")
+        return self.state.tenants.get(key) if key is not None else None
+
+    async def _leads(self, request: Request) -> Response:
+        tenant = self._tenant(request)
+        if tenant is None:
+            return _unauthorized()
+        with self.state.lock:
+            body = orjson.dumps(list(tenant.lead_docs()))
+        return Response(body, media_type="application/json")
+
+    async def _companies(self, request: Request) -> Response:
+        tenant = self._tenant(request)
+        if tenant is None:
+            return _unauthorized()
+        with self.state.lock:
+            body = orjson.dumps(list(tenant.company_docs()))
+        return Response(body, media_type="application/json")
+
+    async def _stats(self, request: Request) -> Response:
+        tenant = self._tenant(request)
+        if tenant is None:
+            return _unauthorized()
+        with self.state.lock:
+            body = orjson.dumps(tenant.stats())
+        return Response(body, media_type="application/json")
+
+    async def _reset(self, request: Request) -> Response:
+        tenant = self._tenant(request)
+        if tenant is None:
+            return _unauthorized()
+        self.state.reset(tenant)
+        return Response(orjson.dumps({"reset": True}), media_type="application/json")
+
+
+def _unauthorized() -> Response:
+    return Response(_INVALID_KEY, status_code=401, media_type="application/json")
+
+
+async def _read_body(receive: Receive, max_bytes: int) -> bytes | None:
+    """The whole body, or None as soon as it exceeds ``max_bytes``."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > max_bytes:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _parse(body: bytes) -> tuple[list[Any], str | None]:
+    """The items of a body, or a 400 reason (not JSON, neither object nor array, empty array)."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return [], "Request body is not valid JSON"
+    if isinstance(data, dict):
+        return [data], None
+    if isinstance(data, list):
+        return (data, None) if data else ([], "Request body is an empty array")
+    return [], "Request body must be a JSON object or an array of objects"
+
+
+async def _drop(send: Send) -> None:
+    """Close the connection before any answer: nothing was applied."""
+    if not _close_transport(send):
+        await send(
+            {"type": "http.response.start", "status": 200, "headers": [_JSON, (b"content-length", b"2")]}
+        )
+        raise AbortConnection("dropped")
+
+
+async def _lose(send: Send, payload: bytes) -> None:
+    """The request was applied; send half an answer, then close (a lost response)."""
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [_JSON, (b"content-length", str(len(payload)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload[: len(payload) // 2], "more_body": True})
+    if not _close_transport(send):
+        raise AbortConnection("response lost")

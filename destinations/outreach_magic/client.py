@@ -176,6 +176,10 @@ def _parse_result(content: bytes, n: int) -> dict[int, list[dict[str, Any]]]:
     return rejected
 
 
+class _Stopped(Exception):
+    """Raised in a batch task that was about to send after the run was stopped."""
+
+
 class _Run:
     """One ``deliver()`` call's network side: lives on the worker thread's event loop."""
 
@@ -184,6 +188,7 @@ class _Run:
         self.events = events
         self.stats = DeliveryStats()
         self.got_response = False
+        self.stopped = False
         self.ready = threading.Event()
         self.loop: asyncio.AbstractEventLoop | None = None
         self.inbox: asyncio.Queue[Batch | None] | None = None
@@ -204,9 +209,12 @@ class _Run:
 
     def submit(self, batch: Batch | None) -> None:
         assert self.loop is not None and self.inbox is not None
-        self.loop.call_soon_threadsafe(self.inbox.put_nowait, batch)
+        # The loop may have closed after a fatal answer: that event is already queued.
+        with contextlib.suppress(RuntimeError):
+            self.loop.call_soon_threadsafe(self.inbox.put_nowait, batch)
 
     def stop(self) -> None:
+        self.stopped = True
         if self.loop is not None and self.main_task is not None:
             with contextlib.suppress(RuntimeError):  # the loop already closed
                 self.loop.call_soon_threadsafe(self.main_task.cancel)
@@ -255,6 +263,8 @@ class _Run:
         except _Fatal as fatal:
             self.events.put(("fatal", fatal.exc))
             self.stop()
+        except _Stopped:
+            pass
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # a bug: stop loudly rather than lose items silently
@@ -264,28 +274,42 @@ class _Run:
             self.events.put(("outcomes", outcomes))
 
     async def deliver_batch(self, http: httpx.AsyncClient, batch: Batch) -> list[ItemOutcome]:
-        c, stats = self.client, self.stats
-        assert self.limiter is not None
+        c, stats, limiter = self.client, self.stats, self.limiter
+        assert limiter is not None
         body = batch.body()
         attempt = throttles = 0
         while True:
-            result, epoch = await self.send(http, body)
-            parsed: dict[int, list[dict[str, Any]]] = {}
-            if isinstance(result, httpx.Response) and result.is_success:
-                try:
-                    parsed = _parse_result(result.content, len(batch))
-                except MalformedResponse as exc:
-                    result = exc
-            if isinstance(result, httpx.Response) and result.status_code == 429:
-                throttles += 1
-            else:
-                attempt += 1
-            decision = decide(
-                result, attempt=attempt, throttles=throttles, batch_len=len(batch), policy=c._policy
-            )
-            action = decision.action
+            pause = limiter.pause_remaining()
+            if pause > 0:  # a 429 elsewhere asked everyone to wait
+                await c._sleep(pause)
+            epoch = await limiter.acquire()
+            try:
+                if self.stopped:
+                    raise _Stopped
+                result = await self.send(http, body)
+                parsed: dict[int, list[dict[str, Any]]] = {}
+                if isinstance(result, httpx.Response) and result.is_success:
+                    try:
+                        parsed = _parse_result(result.content, len(batch))
+                    except MalformedResponse as exc:
+                        result = exc
+                if isinstance(result, httpx.Response) and result.status_code == 429:
+                    throttles += 1
+                else:
+                    attempt += 1
+                decision = decide(
+                    result, attempt=attempt, throttles=throttles, batch_len=len(batch), policy=c._policy
+                )
+                action = decision.action
+                # Decided while still holding the slot, so no other request starts after a stop.
+                if action in (Action.AUTH_ERROR, Action.CONTRACT_ERROR) or (
+                    action is Action.GIVE_UP and not self.got_response
+                ):
+                    self.stopped = True
+            finally:
+                await limiter.release()
             if action is Action.ACCEPT:
-                self.limiter.succeeded()
+                limiter.succeeded()
                 return [
                     ItemOutcome(key, "rejected", parsed[i], None)
                     if i in parsed
@@ -298,7 +322,7 @@ class _Run:
                     is_429 = isinstance(result, httpx.Response) and result.status_code == 429
                     stats.throttled += int(is_429)
                     # A 429 is about the key's rate: hold back every request, not just this one.
-                    self.limiter.throttled(epoch, pause=decision.delay if is_429 else 0.0)
+                    limiter.throttled(epoch, pause=decision.delay if is_429 else 0.0)
                 await c._sleep(decision.delay)
                 continue
             if action is Action.SPLIT:
@@ -328,29 +352,21 @@ class _Run:
                 )
             raise _Fatal(ApiContractError(result.status_code, c._redact(result.text)))
 
-    async def send(self, http: httpx.AsyncClient, body: bytes) -> tuple[httpx.Response | BaseException, int]:
-        """One POST under the concurrency limit; transport errors are returned, not raised."""
-        assert self.limiter is not None
-        pause = self.limiter.pause_remaining()
-        if pause > 0:  # a 429 elsewhere asked everyone to wait
-            await self.client._sleep(pause)
-        epoch = await self.limiter.acquire()
+    async def send(self, http: httpx.AsyncClient, body: bytes) -> httpx.Response | BaseException:
+        """One POST (the caller holds a slot); transport errors are returned, not raised."""
         stats = self.stats
+        stats.requests += 1
+        stats.bytes_sent += len(body)
         try:
-            stats.requests += 1
-            stats.bytes_sent += len(body)
-            try:
-                response = await http.post(settings.EVENTS_PATH, content=body)
-            except TRANSPORT_ERRORS as exc:
-                name = type(exc).__name__
-                stats.status_counts[name] = stats.status_counts.get(name, 0) + 1
-                return exc, epoch
-            self.got_response = True
-            code = str(response.status_code)
-            stats.status_counts[code] = stats.status_counts.get(code, 0) + 1
-            return response, epoch
-        finally:
-            await self.limiter.release()
+            response = await http.post(settings.EVENTS_PATH, content=body)
+        except TRANSPORT_ERRORS as exc:
+            name = type(exc).__name__
+            stats.status_counts[name] = stats.status_counts.get(name, 0) + 1
+            return exc
+        self.got_response = True
+        code = str(response.status_code)
+        stats.status_counts[code] = stats.status_counts.get(code, 0) + 1
+        return response
 
 
 class DeliveryClient:

@@ -218,10 +218,12 @@ def choose_preset(columns: list[str]) -> tuple[str, str]:
     for preset in PRESETS.values():
         if not preset.signature:
             continue
-        hits = [s for s in preset.signature if header_key(s) in present]
+        # Spellings that differ only in case/punctuation (``event_type``, ``eventType``) count once.
+        distinct = {header_key(s): s for s in reversed(preset.signature)}
+        hits = [s for k, s in distinct.items() if k in present][::-1]
         if len(hits) < preset.min_signature:
             continue
-        score = (len(hits) / len(preset.signature), len(hits))
+        score = (len(hits) / len(distinct), len(hits))
         if best is None or score > best[:2]:
             best = (*score, preset.name, hits)
     canonical = [c for c in data if c.strip().lower() in CANONICAL_FIELDS]
@@ -233,9 +235,8 @@ def choose_preset(columns: list[str]) -> tuple[str, str]:
     if best is not None:
         _, n, name, hits = best
         p = PRESETS[name]
-        return name, (
-            f"auto: {name} (matched {n} of {len(p.signature)} {p.title} headers: {', '.join(hits)})"
-        )
+        total = len({header_key(s) for s in p.signature})
+        return name, f"auto: {name} (matched {n} of {total} {p.title} headers: {', '.join(hits)})"
     return "generic", "auto: generic (no tool preset matched the headers)"
 
 

@@ -141,12 +141,10 @@ LUSHA = Preset(
     signature=(
         "Lusha ID",
         "Contact LinkedIn URL",
-        "Email 1",
         "Phone 1",
         "Email 1 Type",
         "Phone 1 Type",
         "Company Size",
-        "Company Domain",
         "socialLinks.linkedin",
         "emailAddresses",
         "phoneNumbers",
@@ -154,7 +152,7 @@ LUSHA = Preset(
         "contactId",
         "jobTitle.seniority",
     ),
-    min_signature=2,
+    min_signature=3,
     guessed=frozenset(
         {
             "Email",
@@ -205,7 +203,7 @@ CLAY = Preset(
     title="Clay",
     platform="clay",
     columns={
-        "lead_email": ("Work Email", "Email", "Email Address", "Find Work Email", "Personal Email"),
+        "lead_email": ("Work Email", "Email", "Email Address", "Personal Email"),
         "lead_linkedin_url": ("LinkedIn Profile", "LinkedIn URL", "Person LinkedIn URL", "LinkedIn"),
         "lead_first_name": ("First Name",),
         "lead_last_name": ("Last Name",),

@@ -32,6 +32,7 @@ GENERIC = Preset(
             "Contact Email",
             "E-mail",
             "Email 1",
+            "Email 2",
             "Primary Email",
             "Verified Email",
         ),

@@ -93,6 +93,8 @@ def split_employees(count: pa.Array, range_: pa.Array | None) -> tuple[pa.Array,
     explicit range column keeps precedence. The range is always returned (nulls when there
     is none) so that every batch of one source has the same columns.
     """
+    # "85.0": a count that went through a float column of pandas or a spreadsheet.
+    count = pc.replace_substring_regex(count, r"^(\d[\d,]*)\.0+$", r"\1")
     is_range = pc.fill_null(pc.match_substring_regex(count, EMPLOYEE_RANGE), False)
     if not pc.any(is_range).as_py():
         return count, pa.nulls(len(count), STRING) if range_ is None else range_

@@ -44,7 +44,7 @@ def build(config: SandboxConfig) -> tuple[SandboxApp, uvicorn.Server, socket.soc
     state = SandboxState(config.api_keys, config.db_path, config.faults.seed)
     app = SandboxApp(state, config.faults, Limits(config.max_items, config.max_bytes))
     family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # so asyncio sets TCP_NODELAY
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((config.host, config.port))

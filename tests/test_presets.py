@@ -8,6 +8,7 @@ on events that prove a connection); these tests pin them down.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pyarrow as pa
@@ -50,7 +51,7 @@ def _expected(fixture: str) -> list[dict[str, object]]:
     return [json.loads(line) for line in lines]
 
 
-def _batch(columns: dict[str, list[object]]) -> pa.RecordBatch:
+def _batch(columns: Mapping[str, Sequence[object]]) -> pa.RecordBatch:
     n = len(next(iter(columns.values())))
     data = {k: pa.array(v) for k, v in columns.items()}
     data["_om_source"] = pa.array(["test"] * n)
@@ -143,7 +144,7 @@ def test_auto_picks_canonical_for_api_named_columns_and_generic_otherwise() -> N
 
 
 def test_unknown_preset_is_an_error_naming_it() -> None:
-    with pytest.raises(MappingError, match="'apolo'.*did you mean 'apollo'"):
+    with pytest.raises(MappingError, match=r"'apolo'.*did you mean 'apollo'"):
         plan_mapping(["Email"], preset="apolo")
 
 

@@ -93,14 +93,21 @@ def split_employees(count: pa.Array, range_: pa.Array | None) -> tuple[pa.Array,
     explicit range column keeps precedence. The range is always returned (nulls when there
     is none) so that every batch of one source has the same columns.
     """
+    if range_ is None:
+        range_ = pa.nulls(len(count), STRING)
+    # Fast path: a column of plain digit strings (the common case) needs no regex at all.
+    messy = pc.fill_null(pc.invert(pc.utf8_is_digit(count)), False)
+    if not pc.any(messy).as_py():
+        return count, range_
+    sub = pc.filter(count, messy)
     # "85.0": a count that went through a float column of pandas or a spreadsheet.
-    count = pc.replace_substring_regex(count, r"^(\d[\d,]*)\.0+$", r"\1")
-    is_range = pc.fill_null(pc.match_substring_regex(count, EMPLOYEE_RANGE), False)
-    if not pc.any(is_range).as_py():
-        return count, pa.nulls(len(count), STRING) if range_ is None else range_
-    moved = pc.if_else(is_range, count, pa.scalar(None, STRING))
-    new_count = pc.if_else(is_range, pa.scalar(None, STRING), count)
-    return new_count, moved if range_ is None else pc.coalesce(range_, moved)
+    sub = pc.replace_substring_regex(sub, r"^(\d[\d,]*)\.0+$", r"\1")
+    is_range = pc.fill_null(pc.match_substring_regex(sub, EMPLOYEE_RANGE), False)
+    new_count = pc.replace_with_mask(count, messy, pc.if_else(is_range, pa.scalar(None, STRING), sub))
+    moved = pc.replace_with_mask(
+        pa.nulls(len(count), STRING), messy, pc.if_else(is_range, sub, pa.scalar(None, STRING))
+    )
+    return new_count, pc.coalesce(range_, moved)
 
 
 def repair_mojibake(arr: pa.Array) -> pa.Array:
@@ -112,10 +119,15 @@ def repair_mojibake(arr: pa.Array) -> pa.Array:
     ``Zoë``, ``Ægir`` do not); anything else is left exactly as it was. Applied at most
     twice, for text that was mis-decoded twice.
     """
-    flagged = pc.fill_null(pc.match_substring_regex(arr, MOJIBAKE_CANDIDATE), False)
+    # Fast path: mojibake needs non-ASCII text, and most values of most columns are ASCII.
+    non_ascii = pc.fill_null(pc.invert(pc.string_is_ascii(arr)), False)
+    if not pc.any(non_ascii).as_py():
+        return arr
+    sub = pc.filter(arr, non_ascii)
+    flagged = pc.fill_null(pc.match_substring_regex(sub, MOJIBAKE_CANDIDATE), False)
     if not pc.any(flagged).as_py():
         return arr
-    distinct = pc.unique(pc.filter(arr, flagged)).to_pylist()
+    distinct = pc.unique(pc.filter(sub, flagged)).to_pylist()
     fixes = {v: _unmojibake(v) for v in distinct}
     fixes = {k: v for k, v in fixes.items() if v is not None}
     if not fixes:

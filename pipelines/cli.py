@@ -17,8 +17,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Sync lead and company data into Outreach Magic (update_attributes).",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    from pipelines import demo, sync_cli
     from sandbox import cli as sandbox_cli
 
+    sync_cli.add_parsers(sub)
+    demo.add_parser(sub)
     sandbox_cli.add_parser(sub)
     return parser
 

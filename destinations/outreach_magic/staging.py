@@ -1,0 +1,710 @@
+"""Staging in DuckDB: normalize → validate → merge rows of one entity → diff → events → confirm.
+
+Why it is built this way:
+
+* **Columnar until the last moment.** Rows arrive as Arrow; normalization is vectorized
+  (``identifiers.normalize_table``), the contract's rules run as one SQL predicate that
+  flags *suspect* rows, and only those go through the pydantic model for the exact
+  message (the predicate is a superset of the model's failures, so verdicts agree).
+  Merging, diffing and event assembly are SQL; Python touches each outgoing event once,
+  to drop its empty fields and write JSON.
+* **One person is one lead.** Rows sharing a normalized lead identifier form one group,
+  unless they conflict on an identifier kind (two different emails on one LinkedIn
+  profile stay two events, so no email is lost). Companies the same. A group is matched
+  to a known entity by the identity index, in the API's matching priority.
+* **Latest wins, missing never overwrites.** Per attribute, the last non-null value by
+  the order column (``_om_order``, compared as text: ISO timestamps sort right), then by
+  row position.
+* **Send only what changed.** A group is diffed against the last values the API
+  confirmed; an event carries the group's identifiers plus only changed attributes.
+* **Confirmed means confirmed.** State is written only for items whose index the API
+  confirmed (``confirm``), in buffered flushes; a crash between a send and a flush
+  causes a resend (harmless: upserts are idempotent), never a loss.
+* **Rejected stays rejected until it changes.** An API-rejected event's content hash is
+  kept, and the same event is not resent unless its data changed or the caller asks
+  (``retry_rejected``).
+
+Scopes and grains: lead attributes per lead entity; company attributes per company
+entity; workspace attributes per (lead, workspace), or (company, workspace) for rows with
+no lead; connection level per (lead, sender). One event carries a lead's identifiers,
+its changed attributes, its company's identifiers (and that company's changed
+attributes the first time it is named), one workspace and one connection; further
+workspaces or senders of the same lead go in extra events with the lead's identifiers.
+Two groups that resolve to one known entity (conflicting identifiers on one person)
+are diffed separately; if their attribute values differ, each run sends both, as the
+server itself would keep only the last.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import duckdb
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from . import settings as s
+from .contract import validate_item
+
+LEAD_IDS = s.LEAD_IDENTIFIERS
+COMPANY_IDS = s.COMPANY_IDENTIFIERS
+WS_ATTRS = s.WORKSPACE_ATTRIBUTES
+STRING_FIELDS = tuple(f for f in s.CANONICAL_FIELDS if f != "tags")
+META = ("_om_source", "_om_row", "_om_order", "_om_hash")
+# Confirmations are written to the state in flushes of this many items (or at the end).
+FLUSH_ITEMS = 20_000
+MAX_LEDGER_VALUE = 300
+
+
+@dataclass
+class RowIssue:
+    """One reason a row was held back: source, row number, column, value and why."""
+
+    source: str
+    row: int
+    column: str
+    value: str
+    reason: str
+
+
+@dataclass
+class StageReport:
+    """Counts of one staging pass; ``add`` sums passes of one run."""
+
+    rows_read: int = 0
+    invalid: int = 0
+    partial: int = 0
+    merged: int = 0
+    unchanged: int = 0
+    skipped_rejected: int = 0
+    events: int = 0
+    applied: int = 0
+    rejected: int = 0
+    failed: int = 0
+    ignored_columns: list[str] = field(default_factory=list)
+    samples: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, other: StageReport) -> None:
+        for name, value in asdict(other).items():
+            if isinstance(value, int):
+                setattr(self, name, getattr(self, name) + value)
+        self.ignored_columns = sorted(set(self.ignored_columns) | set(other.ignored_columns))
+        self.samples = (self.samples + other.samples)[:5]
+
+
+def _null_column(name: str, n: int) -> pa.Array:
+    return pa.nulls(n, pa.list_(pa.string()) if name == "tags" else pa.string())
+
+
+TAGS_TYPE = pa.list_(pa.string())
+
+
+def _as_tags(col: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
+    """``tags`` as list<string>: a delimited string column is split on ``;``, ``,`` or ``|``."""
+    if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+        return pc.split_pattern_regex(col.cast(pa.string()), r"\s*[;,|]\s*")
+    if pa.types.is_null(col.type):
+        return col.cast(TAGS_TYPE)
+    return col.cast(TAGS_TYPE)
+
+
+def conform(
+    table: pa.Table | pa.RecordBatch, source_label: str, *, with_rid: bool = True
+) -> tuple[pa.Table, list[str]]:
+    """Give rows every canonical column, in one fixed order and type, and the row-meta columns.
+
+    One schema for every batch keeps dlt's writer and the SQL below simple (absent
+    columns are all-null, which costs next to nothing in Arrow and Parquet). Columns that
+    are neither canonical nor ``_om_*``/``_dlt_*`` are reported and ignored: the contract
+    forbids unknown keys, so they are never sent.
+    """
+    if isinstance(table, pa.RecordBatch):
+        table = pa.Table.from_batches([table])
+    n = table.num_rows
+    names = table.column_names
+    ignored = [c for c in names if c not in s.CANONICAL_FIELDS and not c.startswith(("_om_", "_dlt_"))]
+    cols: dict[str, pa.Array | pa.ChunkedArray] = {}
+    for name in s.CANONICAL_FIELDS:
+        if name not in names:
+            cols[name] = _null_column(name, n)
+        elif name == "tags":
+            cols[name] = _as_tags(table.column(name))
+        else:
+            cols[name] = table.column(name).cast(pa.string())
+
+    def meta(name: str, typ: pa.DataType, default: Any) -> pa.Array | pa.ChunkedArray:
+        return table.column(name).cast(typ) if name in names else default
+
+    cols["_om_source"] = meta("_om_source", pa.string(), pa.array([source_label] * n, pa.string()))
+    cols["_om_row"] = meta("_om_row", pa.int64(), pa.array(range(1, n + 1), pa.int64()))
+    cols["_om_order"] = meta("_om_order", pa.string(), pa.nulls(n, pa.string()))
+    cols["_om_hash"] = meta("_om_hash", pa.int64(), pa.nulls(n, pa.int64()))
+    if with_rid:
+        cols["_rid"] = pa.array(range(n), pa.int64())
+    return pa.table(cols), ignored
+
+
+def _any(cols: Iterable[str], pred: str = "{} IS NOT NULL") -> str:
+    parts = [pred.format(c) for c in cols]
+    return "(" + " OR ".join(parts) + ")" if parts else "FALSE"
+
+
+def _suspect_predicate() -> str:
+    """SQL that is true for every row the contract model could reject (a superset)."""
+    has_lead, has_company = _any(LEAD_IDS), _any(COMPANY_IDS)
+    level = "linkedin_connection_level"
+    checks = [
+        f"NOT ({has_lead} OR {has_company})",
+        f"(NOT {has_lead} AND {_any(s.LEAD_ATTRIBUTES)})",
+        f"(NOT {has_company} AND {_any(s.COMPANY_ATTRIBUTES)})",
+        f"(workspace_id IS NULL AND {_any(WS_ATTRS)})",
+        f"((sender IS NULL) <> ({level} IS NULL))",
+        f"({level} IS NOT NULL AND ({level} NOT IN ('1', '2', '3') OR NOT {has_lead}))",
+        _any(STRING_FIELDS, "(length({0}) NOT BETWEEN 1 AND " + str(s.MAX_STRING_LENGTH) + ")"),
+        f"(tags IS NOT NULL AND list_bool_or(list_transform(tags, lambda x: x IS NULL OR length(x) NOT BETWEEN 1 AND"
+        f" {s.MAX_STRING_LENGTH})))",
+    ]
+    from .contract import _FORMATS  # the very patterns the model uses
+
+    for name, (pattern, _what) in _FORMATS.items():
+        flags = "(?i)" if pattern.flags & 2 else ""
+        regex = (flags + pattern.pattern).replace("'", "''")
+        checks.append(f"({name} IS NOT NULL AND NOT regexp_full_match({name}, '{regex}'))")
+    return " OR ".join(checks)
+
+
+def _union_groups(tuples: Sequence[tuple[Any, ...]]) -> dict[int, int]:
+    """Group identifier tuples that share a value and do not conflict on any kind.
+
+    ``tuples`` are ``(tid, v1, v2, ...)`` in a stable order; returns tid → group tid.
+    Greedy and deterministic: a tuple joins the earlier groups it shares a value with,
+    in identifier priority order, as long as no kind has two different values.
+    """
+    parent: dict[int, int] = {}
+
+    def find(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    width = len(tuples[0]) - 1 if tuples else 0
+    owner: list[dict[Any, int]] = [{} for _ in range(width)]
+    values: dict[int, list[Any]] = {}
+    for tid, *vals in tuples:
+        parent[tid] = tid
+        merged = list(vals)
+        for i, v in enumerate(vals):
+            if v is None or v not in owner[i]:
+                continue
+            g = find(owner[i][v])
+            if g == tid:
+                continue
+            other = values[g]
+            if all(a is None or b is None or a == b for a, b in zip(merged, other, strict=True)):
+                parent[g] = tid
+                merged = [a if a is not None else b for a, b in zip(merged, other, strict=True)]
+                del values[g]
+        values[tid] = merged
+        for i, v in enumerate(merged):
+            if v is not None:
+                owner[i].setdefault(v, tid)
+    return {tid: find(tid) for tid in parent}
+
+
+class Staging:
+    """One staging pass over one batch of canonical rows, bound to an open state connection."""
+
+    def __init__(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        *,
+        run_id: str | None = None,
+        full_refresh: bool = False,
+        retry_rejected: bool = False,
+        record: bool = True,
+    ) -> None:
+        self.con = con
+        self.run_id = run_id or uuid.uuid4().hex
+        self.full_refresh = full_refresh
+        self.retry_rejected = retry_rejected
+        self.record = record  # False for dry runs: nothing is written to the state
+        self.report = StageReport()
+        self._applied: list[int] = []
+        self._issues: list[RowIssue] = []
+        self._partial: list[RowIssue] = []
+
+    # ----------------------------------------------------------------- stage
+    def stage(self, table: pa.Table, source_label: str = "rows") -> StageReport:
+        """Normalize, validate, merge and diff ``table``; leaves the events in ``t_out``."""
+        from .identifiers import normalize_table
+
+        conformed, ignored = conform(table, source_label)
+        self.report.rows_read += conformed.num_rows
+        self.report.ignored_columns = ignored
+        result = normalize_table(conformed)
+        normalized = result.table
+        bad: dict[int, list[RowIssue]] = {}
+        sources = normalized.column("_om_source").to_pylist() if result.errors else []
+        rownums = normalized.column("_om_row").to_pylist() if result.errors else []
+        for e in result.errors:
+            bad.setdefault(e.row, []).append(RowIssue(sources[e.row], rownums[e.row], e.column, str(e.value), e.reason))
+        con = self.con
+        con.register("t_norm", normalized)
+        con.execute("CREATE OR REPLACE TEMP TABLE t_bad (_rid BIGINT)")
+        if bad:
+            con.execute("INSERT INTO t_bad SELECT unnest(?)", [list(bad)])
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE t_rows AS SELECT * FROM t_norm WHERE _rid NOT IN (SELECT _rid FROM t_bad)"
+        )
+        con.unregister("t_norm")
+        self._drop_unmatchable()
+        self._validate_suspects(bad)
+        self.report.invalid += len(bad)
+        for issues in bad.values():
+            self._issues.extend(issues)
+        self._record_invalid()
+        self._group()
+        self._merge_and_diff()
+        self._build_events()
+        self.con.execute("CREATE OR REPLACE TEMP TABLE t_confirmed (event_no BIGINT)")
+        return self.report
+
+    def _drop_unmatchable(self) -> None:
+        """Keep the matchable part of a row whose other part has no identifier.
+
+        A HeyReach event names the lead's company but often not its LinkedIn page, so
+        its company attributes cannot be matched to any company. Rejecting the row would
+        lose a perfectly good lead; sending the attributes breaks the contract. So those
+        attributes are dropped, the rest is sent, and the ledger says what was dropped
+        (``origin = 'partial'``), so nothing disappears silently.
+        """
+        con = self.con
+        for label, attrs, own_ids, other_ids in (
+            ("company", s.COMPANY_ATTRIBUTES, COMPANY_IDS, LEAD_IDS),
+            ("lead", s.LEAD_ATTRIBUTES, LEAD_IDS, COMPANY_IDS),
+        ):
+            where = f"NOT {_any(own_ids)} AND {_any(other_ids)} AND {_any(attrs)}"
+            select = f"SELECT _rid, _om_source, _om_row, {', '.join(attrs)} FROM t_rows WHERE {where}"
+            rows = con.execute(select).fetchall()
+            if not rows:
+                continue
+            for _rid, source, rownum, *values in rows:
+                present = [(f, v) for f, v in zip(attrs, values, strict=True) if v is not None]
+                reason = (f"{label} attributes without a {label} identifier cannot be matched: dropped "
+                          f"{', '.join(f for f, _ in present)}; the rest of the row is sent")
+                self._partial.append(RowIssue(source, rownum, present[0][0], _short(present[0][1]), reason))
+            con.execute(f"UPDATE t_rows SET {', '.join(f'{a} = NULL' for a in attrs)} WHERE {where}")
+        self.report.partial += len({(i.source, i.row) for i in self._partial})
+
+    def _validate_suspects(self, bad: dict[int, list[RowIssue]]) -> None:
+        con = self.con
+        fields = ", ".join(s.CANONICAL_FIELDS)
+        suspects = con.execute(
+            f"SELECT _rid, _om_source, _om_row, {fields} FROM t_rows WHERE {_suspect_predicate()}"
+        ).fetchall()
+        dropped = []
+        for rid, source, rownum, *values in suspects:
+            item = {"event": s.EVENT_NAME}
+            item.update({k: v for k, v in zip(s.CANONICAL_FIELDS, values, strict=True) if v is not None})
+            _event, errors = validate_item(item)
+            if not errors:
+                continue
+            dropped.append(rid)
+            for err in errors:
+                column = str(err["loc"][0]) if err["loc"] else ""
+                value = item.get(column, "") if column else ""
+                reason = err["msg"]
+                bad.setdefault(rid, []).append(RowIssue(source, rownum, column, _short(value), reason))
+        if dropped:
+            con.execute("DELETE FROM t_rows WHERE _rid IN (SELECT unnest(?))", [dropped])
+
+    def _record_invalid(self) -> None:
+        issues = [("invalid", i) for i in self._issues] + [("partial", i) for i in self._partial]
+        self._issues.clear()
+        self._partial.clear()
+        if not issues or not self.record:
+            return
+        rows = [(self.run_id, origin, i.source, i.row, i.column, _short(i.value), i.reason) for origin, i in issues]
+        self.con.executemany(
+            "INSERT INTO rejected VALUES (?, ?, ?, ?, ?, ?, ?, NULL, now())", rows
+        )
+        self._issues.clear()
+
+    # ------------------------------------------------------------- grouping
+    def _cluster(self, id_cols: tuple[str, ...], prefix: str) -> None:
+        """Assign ``{prefix}g`` (group) to every row that has one of ``id_cols``."""
+        con = self.con
+        cols = ", ".join(id_cols)
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE {prefix}_tuples AS SELECT row_number() OVER (ORDER BY first_rid) AS tid, * "
+            f"FROM (SELECT {cols}, min(_rid) AS first_rid FROM t_rows WHERE {_any(id_cols)} GROUP BY ALL)"
+        )
+        shared = " UNION ".join(
+            f"SELECT tid FROM {prefix}_tuples WHERE {c} IN "
+            f"(SELECT {c} FROM {prefix}_tuples WHERE {c} IS NOT NULL GROUP BY 1 HAVING count(*) > 1)"
+            for c in id_cols
+        )
+        linked = con.execute(f"SELECT tid, {cols} FROM {prefix}_tuples WHERE tid IN ({shared}) ORDER BY tid").fetchall()
+        mapping = _union_groups(linked)
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {prefix}_map (tid BIGINT, gid BIGINT)")
+        if mapping:
+            con.register("t_map", pa.table({"tid": list(mapping), "gid": list(mapping.values())}))
+            con.execute(f"INSERT INTO {prefix}_map SELECT * FROM t_map")
+            con.unregister("t_map")
+        join = " AND ".join(f"r.{c} IS NOT DISTINCT FROM t.{c}" for c in id_cols)
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE {prefix}_rowgroup AS SELECT r._rid, coalesce(m.gid, t.tid) AS g "
+            f"FROM t_rows r JOIN {prefix}_tuples t ON {join} LEFT JOIN {prefix}_map m ON m.tid = t.tid"
+        )
+        # The group's identifiers: no conflicts inside a group, so max() is the one value per kind.
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE {prefix}_groups AS SELECT g, "
+            + ", ".join(f"max({c}) AS {c}" for c in id_cols)
+            + f" FROM {prefix}_tuples t LEFT JOIN {prefix}_map m ON m.tid = t.tid, "
+            f"LATERAL (SELECT coalesce(m.gid, t.tid) AS g) GROUP BY g"
+        )
+        # Resolve to a known entity by the identity index, in matching priority.
+        entity_type = "lead" if prefix == "l" else "company"
+        unpivot = " UNION ALL ".join(
+            f"SELECT g, '{c}' AS kind, {c} AS value, {i} AS prio FROM {prefix}_groups WHERE {c} IS NOT NULL"
+            for i, c in enumerate(id_cols)
+        )
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE {prefix}_entity AS "
+            f"WITH ids AS ({unpivot}), hit AS (SELECT ids.g, arg_min(i.entity_id, ids.prio) AS e FROM ids "
+            f"JOIN identity i ON i.entity_type = '{entity_type}' AND i.kind = ids.kind AND i.value = ids.value "
+            f"GROUP BY ids.g), "
+            f"newids AS (SELECT g, bool_or(i.entity_id IS NULL) AS new_ids FROM ids LEFT JOIN identity i "
+            f"ON i.entity_type = '{entity_type}' AND i.kind = ids.kind AND i.value = ids.value GROUP BY g) "
+            f"SELECT grp.g, coalesce(hit.e, nextval('entity_seq')) AS e, hit.e IS NULL AS is_new, "
+            f"coalesce(newids.new_ids, TRUE) AS new_ids "
+            f"FROM {prefix}_groups grp LEFT JOIN hit USING (g) LEFT JOIN newids USING (g)"
+        )
+
+    def _group(self) -> None:
+        self._cluster(LEAD_IDS, "l")
+        self._cluster(COMPANY_IDS, "c")
+        self.con.execute(
+            "CREATE OR REPLACE TEMP TABLE t_rg AS SELECT r.*, lg.g AS lg, cg.g AS cg, "
+            "(coalesce(r._om_order, ''), r._rid) AS _ord "
+            "FROM t_rows r LEFT JOIN l_rowgroup lg USING (_rid) LEFT JOIN c_rowgroup cg USING (_rid)"
+        )
+
+    # ---------------------------------------------------------- merge, diff
+    def _merge_and_diff(self) -> None:
+        con = self.con
+        refresh = "TRUE" if self.full_refresh else "FALSE"
+
+        def latest(cols: Iterable[str]) -> str:
+            return ", ".join(f"arg_max({c}, _ord) FILTER (WHERE {c} IS NOT NULL) AS {c}" for c in cols)
+
+        def changed(cols: Iterable[str], state: str = "st") -> str:
+            return ", ".join(
+                f"CASE WHEN {refresh} OR m.{c} IS DISTINCT FROM {state}.{c} THEN m.{c} END AS {c}" for c in cols
+            )
+
+        def any_changed(cols: Iterable[str]) -> str:
+            return _any(cols) if cols else "FALSE"
+
+        # Leads: attributes, platform, and the company they were last named with.
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE m_lead AS SELECT lg AS g, {latest(s.LEAD_ATTRIBUTES)}, "
+            f"arg_max(platform, _ord) FILTER (WHERE platform IS NOT NULL) AS platform, "
+            f"arg_max(cg, _ord) FILTER (WHERE cg IS NOT NULL) AS cg, count(*) AS n "
+            f"FROM t_rg WHERE lg IS NOT NULL GROUP BY lg"
+        )
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE d_lead AS SELECT m.g, le.e, le.new_ids, m.platform, m.cg, ce.e AS ce, "
+            f"{changed(s.LEAD_ATTRIBUTES)}, "
+            f"({refresh} OR ce.e IS DISTINCT FROM st.company_entity_id AND ce.e IS NOT NULL) AS link_changed "
+            f"FROM m_lead m JOIN l_entity le ON le.g = m.g LEFT JOIN c_entity ce ON ce.g = m.cg "
+            f"LEFT JOIN lead_state st ON st.entity_id = le.e"
+        )
+        # Companies.
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE m_comp AS SELECT cg AS g, {latest(s.COMPANY_ATTRIBUTES)}, "
+            f"arg_max(platform, _ord) FILTER (WHERE platform IS NOT NULL) AS platform, count(*) AS n, "
+            f"bool_and(lg IS NULL) AS alone FROM t_rg WHERE cg IS NOT NULL GROUP BY cg"
+        )
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE d_comp AS SELECT m.g, ce.e, ce.new_ids, m.platform, m.alone, "
+            f"{changed(s.COMPANY_ATTRIBUTES)} FROM m_comp m JOIN c_entity ce ON ce.g = m.g "
+            f"LEFT JOIN company_state st ON st.entity_id = ce.e"
+        )
+        # Workspace attributes per (lead, workspace), or (company, workspace) for rows without a lead.
+        for scope, key, state, where in (
+            ("lead", "lg", "lead_ws_state", "lg IS NOT NULL"),
+            ("comp", "cg", "company_ws_state", "lg IS NULL AND cg IS NOT NULL"),
+        ):
+            ent = "l_entity" if key == "lg" else "c_entity"
+            con.execute(
+                f"CREATE OR REPLACE TEMP TABLE d_{scope}_ws AS WITH m AS (SELECT {key} AS g, workspace_id, "
+                f"{latest(WS_ATTRS)} FROM t_rg WHERE {where} AND workspace_id IS NOT NULL "
+                f"GROUP BY {key}, workspace_id) "
+                f"SELECT m.g, m.workspace_id, {changed(WS_ATTRS)} FROM m JOIN {ent} en ON en.g = m.g "
+                f"LEFT JOIN {state} st ON st.entity_id = en.e AND st.workspace_id = m.workspace_id"
+            )
+            con.execute(f"DELETE FROM d_{scope}_ws WHERE NOT {any_changed(WS_ATTRS)}")
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE d_conn AS WITH m AS (SELECT lg AS g, sender, "
+            "arg_max(linkedin_connection_level, _ord) AS linkedin_connection_level FROM t_rg "
+            "WHERE lg IS NOT NULL AND sender IS NOT NULL GROUP BY lg, sender) "
+            f"SELECT m.g, m.sender, m.linkedin_connection_level FROM m JOIN l_entity en ON en.g = m.g "
+            f"LEFT JOIN conn_state st ON st.entity_id = en.e AND st.sender = m.sender "
+            f"WHERE {refresh} OR m.linkedin_connection_level IS DISTINCT FROM st.linkedin_connection_level"
+        )
+
+    # -------------------------------------------------------------- events
+    def _build_events(self) -> None:
+        """Assemble every outgoing event as one row of ``t_out`` (fields + bookkeeping)."""
+        con = self.con
+        lead_attrs = ", ".join(f"d.{c}" for c in s.LEAD_ATTRIBUTES)
+        comp_attrs_named = ", ".join(f"CASE WHEN cfirst THEN dc.{c} END AS {c}" for c in s.COMPANY_ATTRIBUTES)
+        ws_cols = ", ".join(f"w.{c}" for c in WS_ATTRS)
+        lid = ", ".join(f"lgr.{c}" for c in LEAD_IDS)
+        cid = ", ".join(f"cgr.{c}" for c in COMPANY_IDS)
+        lead_changed = _any([f"d.{c}" for c in s.LEAD_ATTRIBUTES])
+        null_ws = ", ".join(f"NULL::{'VARCHAR[]' if c == 'tags' else 'VARCHAR'}" for c in WS_ATTRS)
+        comp_changed = _any([f"{c}" for c in s.COMPANY_ATTRIBUTES])
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE c_changed AS SELECT g, e, ({comp_changed} OR new_ids) AS changed "
+            f"FROM d_comp"
+        )
+        # Base lead events: leads with any change, or whose first workspace/connection changed.
+        con.execute(
+            f"""
+            CREATE OR REPLACE TEMP TABLE t_lead_ev AS
+            WITH ws AS (SELECT *, row_number() OVER (PARTITION BY g ORDER BY workspace_id) AS k FROM d_lead_ws),
+                 cn AS (SELECT *, row_number() OVER (PARTITION BY g ORDER BY sender) AS k FROM d_conn),
+                 base AS (
+                    SELECT d.*, w.workspace_id, {ws_cols}, c.sender, c.linkedin_connection_level,
+                           cc.changed AS comp_changed, cc.e AS comp_e,
+                           ({lead_changed} OR d.new_ids OR d.link_changed OR coalesce(cc.changed, FALSE)
+                            OR w.g IS NOT NULL OR c.g IS NOT NULL) AS needed
+                    FROM d_lead d
+                    LEFT JOIN ws w ON w.g = d.g AND w.k = 1
+                    LEFT JOIN cn c ON c.g = d.g AND c.k = 1
+                    LEFT JOIN c_changed cc ON cc.g = d.cg)
+            SELECT *, coalesce(comp_changed, FALSE)
+                      AND row_number() OVER (PARTITION BY cg, needed ORDER BY g) = 1 AS cfirst
+            FROM base WHERE needed
+            """
+        )
+        con.execute(
+            f"""
+            CREATE OR REPLACE TEMP TABLE t_out AS
+            WITH lead_ev AS (
+                SELECT 1 AS part, d.g AS lg, d.e AS le, d.cg, d.ce, d.platform, {lid}, {lead_attrs},
+                       {cid}, {comp_attrs_named}, d.workspace_id, {", ".join(f"d.{c}" for c in WS_ATTRS)},
+                       d.sender, d.linkedin_connection_level, TRUE AS carries_lead, cfirst AS carries_company
+                FROM t_lead_ev d JOIN l_groups lgr ON lgr.g = d.g
+                LEFT JOIN c_groups cgr ON cgr.g = d.cg LEFT JOIN d_comp dc ON dc.g = d.cg),
+            extra_ws AS (
+                SELECT 2 AS part, w.g AS lg, le.e AS le, NULL::BIGINT AS cg, NULL::BIGINT AS ce,
+                       dl.platform, {lid}, {", ".join(f"NULL::VARCHAR AS {c}" for c in s.LEAD_ATTRIBUTES)},
+                       {", ".join(f"NULL::VARCHAR AS {c}" for c in COMPANY_IDS)},
+                       {", ".join(f"NULL::VARCHAR AS {c}" for c in s.COMPANY_ATTRIBUTES)},
+                       w.workspace_id, {ws_cols}, NULL::VARCHAR AS sender, NULL::VARCHAR AS linkedin_connection_level,
+                       FALSE, FALSE
+                FROM (SELECT *, row_number() OVER (PARTITION BY g ORDER BY workspace_id) AS k FROM d_lead_ws) w
+                JOIN l_groups lgr ON lgr.g = w.g JOIN l_entity le ON le.g = w.g JOIN d_lead dl ON dl.g = w.g
+                WHERE w.k > 1),
+            extra_conn AS (
+                SELECT 3 AS part, c.g AS lg, le.e AS le, NULL::BIGINT, NULL::BIGINT, dl.platform, {lid},
+                       {", ".join(f"NULL::VARCHAR AS {c}" for c in s.LEAD_ATTRIBUTES)},
+                       {", ".join(f"NULL::VARCHAR AS {c}" for c in COMPANY_IDS)},
+                       {", ".join(f"NULL::VARCHAR AS {c}" for c in s.COMPANY_ATTRIBUTES)},
+                       NULL::VARCHAR, {null_ws},
+                       c.sender, c.linkedin_connection_level, FALSE, FALSE
+                FROM (SELECT *, row_number() OVER (PARTITION BY g ORDER BY sender) AS k FROM d_conn) c
+                JOIN l_groups lgr ON lgr.g = c.g JOIN l_entity le ON le.g = c.g JOIN d_lead dl ON dl.g = c.g
+                WHERE c.k > 1),
+            comp_ev AS (
+                SELECT 4 AS part, NULL::BIGINT, NULL::BIGINT, dc.g, dc.e, dc.platform,
+                       {", ".join(f"NULL::VARCHAR AS {c}" for c in LEAD_IDS)},
+                       {", ".join(f"NULL::VARCHAR AS {c}" for c in s.LEAD_ATTRIBUTES)},
+                       {cid}, {", ".join(f"dc.{c}" for c in s.COMPANY_ATTRIBUTES)},
+                       w.workspace_id, {ws_cols}, NULL::VARCHAR, NULL::VARCHAR, FALSE, TRUE
+                FROM d_comp dc JOIN c_groups cgr ON cgr.g = dc.g JOIN c_changed cc ON cc.g = dc.g
+                LEFT JOIN (SELECT *, row_number() OVER (PARTITION BY g ORDER BY workspace_id) AS k FROM d_comp_ws) w
+                  ON w.g = dc.g AND w.k = 1
+                WHERE (cc.changed OR w.g IS NOT NULL)
+                  AND dc.g NOT IN (SELECT cg FROM t_lead_ev WHERE cfirst)),
+            comp_extra_ws AS (
+                SELECT 5 AS part, NULL::BIGINT, NULL::BIGINT, w.g, ce.e, dc.platform,
+                       {", ".join(f"NULL::VARCHAR AS {c}" for c in LEAD_IDS)},
+                       {", ".join(f"NULL::VARCHAR AS {c}" for c in s.LEAD_ATTRIBUTES)},
+                       {cid}, {", ".join(f"NULL::VARCHAR AS {c}" for c in s.COMPANY_ATTRIBUTES)},
+                       w.workspace_id, {ws_cols}, NULL::VARCHAR, NULL::VARCHAR, FALSE, FALSE
+                FROM (SELECT *, row_number() OVER (PARTITION BY g ORDER BY workspace_id) AS k FROM d_comp_ws) w
+                JOIN c_groups cgr ON cgr.g = w.g JOIN c_entity ce ON ce.g = w.g JOIN d_comp dc ON dc.g = w.g
+                WHERE w.k > 1),
+            alle AS (
+                SELECT * FROM lead_ev UNION ALL BY NAME SELECT * FROM extra_ws
+                UNION ALL BY NAME SELECT * FROM extra_conn
+                UNION ALL BY NAME SELECT * FROM comp_ev UNION ALL BY NAME SELECT * FROM comp_extra_ws)
+            SELECT row_number() OVER (ORDER BY part, coalesce(lg, cg)) AS event_no,
+                   hash({", ".join(s.CANONICAL_FIELDS)}) AS content_hash, *
+            FROM alle ORDER BY event_no
+            """
+        )
+        # Events the API rejected before, unchanged since: held back unless asked to retry.
+        if not self.retry_rejected and not self.full_refresh:
+            skipped = _scalar(con, "DELETE FROM t_out WHERE content_hash IN (SELECT content_hash FROM rejected_events)")
+            self.report.skipped_rejected += int(skipped or 0)
+        self.report.events += int(_scalar(con, "SELECT count(*) FROM t_out") or 0)
+        stats = con.execute(
+            "SELECT (SELECT count(*) FROM t_rows), "
+            "(SELECT count(*) FROM l_groups) + (SELECT count(*) FROM c_groups WHERE g IN "
+            " (SELECT cg FROM t_rg WHERE lg IS NULL)), "
+            "(SELECT count(*) FROM l_groups WHERE g NOT IN (SELECT lg FROM t_out WHERE lg IS NOT NULL)) + "
+            "(SELECT count(*) FROM d_comp WHERE alone AND g NOT IN (SELECT cg FROM t_out WHERE cg IS NOT NULL))"
+        ).fetchall()[0]
+        valid_rows, entities, unchanged = (int(x) for x in stats)
+        self.report.merged += max(valid_rows - entities, 0)
+        self.report.unchanged += unchanged
+
+    # ---------------------------------------------------------- delivery I/O
+    def events(self, chunk_rows: int = 10_000) -> Iterator[tuple[int, bytes]]:
+        """Yield ``(event_no, JSON bytes)`` for every event of ``t_out``, in bounded chunks.
+
+        Each chunk is fetched whole (a range of ``event_no``, which ``t_out`` is sorted
+        by) so that no result stays open on the connection while the delivery callbacks
+        write confirmations through it.
+        """
+        fields = ", ".join(("event_no", *s.CANONICAL_FIELDS))
+        bounds = self.con.execute("SELECT min(event_no), max(event_no) FROM t_out").fetchall()[0]
+        if bounds[0] is None:
+            return
+        dumps = orjson.dumps
+        head: dict[str, Any] = {"event": s.EVENT_NAME}
+        for start in range(int(bounds[0]), int(bounds[1]) + 1, chunk_rows):
+            chunk = self.con.sql(
+                f"SELECT {fields} FROM t_out WHERE event_no >= {start} AND event_no < {start + chunk_rows} "
+                "ORDER BY event_no"
+            ).to_arrow_table()
+            for row in chunk.to_pylist():
+                no = row.pop("event_no")
+                event = dict(head)
+                event.update({k: v for k, v in row.items() if v is not None})
+                yield no, dumps(event)
+
+    def samples(self, n: int = 3) -> list[dict[str, Any]]:
+        """A few outgoing events, for ``--dry-run``."""
+        out = []
+        for _no, data in self.events():
+            out.append(orjson.loads(data))
+            if len(out) >= n:
+                break
+        return out
+
+    def confirm(self, applied: Iterable[int]) -> None:
+        """Buffer event numbers the API confirmed; flushed to the state in batches."""
+        self._applied.extend(applied)
+        if len(self._applied) >= FLUSH_ITEMS:
+            self.flush()
+
+    def reject(self, event_no: int, errors: list[dict[str, Any]]) -> None:
+        """Record an API rejection against every source row of the event, with the server's message."""
+        self.report.rejected += 1
+        if not self.record:
+            return
+        reason = "; ".join(str(e.get("msg", e)) for e in errors) or "rejected by the API"
+        column = next((str(e["loc"][0]) for e in errors if e.get("loc")), "")
+        self.con.execute(
+            "INSERT INTO rejected SELECT ?, 'api', r._om_source, r._om_row, ?, NULL, ?, r._om_hash, now() "
+            "FROM t_out o JOIN t_rg r ON (o.lg IS NOT NULL AND r.lg = o.lg) OR (o.lg IS NULL AND r.cg = o.cg "
+            "AND r.lg IS NULL) WHERE o.event_no = ?",
+            [self.run_id, column, reason, event_no],
+        )
+        self.con.execute(
+            "INSERT OR REPLACE INTO rejected_events SELECT content_hash, ?, ? FROM t_out WHERE event_no = ?",
+            [self.run_id, reason, event_no],
+        )
+
+    def flush(self) -> None:
+        """Write every buffered confirmation to the state, in one transaction."""
+        if not self._applied:
+            return
+        applied, self._applied = self._applied, []
+        self.report.applied += len(applied)
+        if not self.record:
+            return
+        con = self.con
+        con.execute("BEGIN")
+        try:
+            con.register("t_ok_arrow", pa.table({"event_no": pa.array(applied, pa.int64())}))
+            con.execute("CREATE OR REPLACE TEMP TABLE t_ok AS SELECT o.* FROM t_out o JOIN t_ok_arrow USING (event_no)")
+            con.unregister("t_ok_arrow")
+            self._write_confirmed()
+            con.execute("INSERT INTO t_confirmed SELECT event_no FROM t_ok")
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+
+    def _write_confirmed(self) -> None:
+        con = self.con
+        for kind, ids, ent in (("lead", LEAD_IDS, "le"), ("company", COMPANY_IDS, "ce")):
+            union = " UNION ALL ".join(
+                f"SELECT '{kind}', '{c}', {c}, {ent}, now() FROM t_ok WHERE {c} IS NOT NULL AND {ent} IS NOT NULL"
+                for c in ids
+            )
+            con.execute(f"INSERT INTO identity SELECT * FROM ({union}) ON CONFLICT DO NOTHING")
+
+        def upsert(table: str, key: str, cols: Sequence[str], select: str, where: str) -> None:
+            sets = ", ".join(f"{c} = coalesce(excluded.{c}, {table}.{c})" for c in cols)
+            con.execute(
+                f"INSERT INTO {table} SELECT {select}, now() FROM t_ok WHERE {where} "
+                f"ON CONFLICT ({key}) DO UPDATE SET {sets}, confirmed_at = excluded.confirmed_at"
+            )
+
+        upsert("lead_state", "entity_id", [*s.LEAD_ATTRIBUTES, "company_entity_id"],
+               f"le, {', '.join(s.LEAD_ATTRIBUTES)}, ce", "carries_lead")
+        upsert("company_state", "entity_id", s.COMPANY_ATTRIBUTES,
+               f"ce, {', '.join(s.COMPANY_ATTRIBUTES)}", "carries_company")
+        upsert("lead_ws_state", "entity_id, workspace_id", WS_ATTRS,
+               f"le, workspace_id, {', '.join(WS_ATTRS)}", "le IS NOT NULL AND workspace_id IS NOT NULL")
+        upsert("company_ws_state", "entity_id, workspace_id", WS_ATTRS,
+               f"ce, workspace_id, {', '.join(WS_ATTRS)}", "le IS NULL AND workspace_id IS NOT NULL")
+        upsert("conn_state", "entity_id, sender", ["linkedin_connection_level"],
+               "le, sender, linkedin_connection_level", "sender IS NOT NULL")
+
+    def finish(self, failed: int = 0) -> StageReport:
+        """Flush, then remember the hashes of rows whose every event was confirmed.
+
+        A row whose lead or company still has an unconfirmed event (failed, rejected,
+        crashed before confirmation) keeps no hash, so the next run stages it again.
+        """
+        self.flush()
+        self.report.failed += failed
+        if self.record:
+            self.con.execute(
+                "INSERT INTO row_hashes WITH un AS (SELECT lg, cg FROM t_out ANTI JOIN t_confirmed USING (event_no)) "
+                "SELECT DISTINCT r._om_hash FROM t_rg r WHERE r._om_hash IS NOT NULL "
+                "AND (r.lg IS NULL OR r.lg NOT IN (SELECT lg FROM un WHERE lg IS NOT NULL)) "
+                "AND (r.cg IS NULL OR r.cg NOT IN (SELECT cg FROM un WHERE cg IS NOT NULL)) "
+                "ON CONFLICT DO NOTHING"
+            )
+        return self.report
+
+
+def _scalar(con: duckdb.DuckDBPyConnection, sql: str) -> Any:
+    """First value of a statement's result, consuming it whole (DuckDB 2 keeps partial results open)."""
+    rows = con.execute(sql).fetchall()
+    return rows[0][0] if rows else None
+
+
+def _short(value: Any) -> str:
+    text = value if isinstance(value, str) else orjson.dumps(value).decode() if value is not None else ""
+    return text if len(text) <= MAX_LEDGER_VALUE else text[: MAX_LEDGER_VALUE - 1] + "…"
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]

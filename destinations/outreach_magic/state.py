@@ -1,0 +1,109 @@
+"""The durable state file (DuckDB): what the API confirmed, the rejected ledger and the run log.
+
+Why one DuckDB file: orchestrator workers are often ephemeral, so everything that must
+survive a run (identity index, last confirmed values, ledger, row hashes) lives in one
+file whose path can point at durable storage. It holds personal data, so it is created
+readable by its owner only, and it never holds the API key.
+
+Tables (``facts`` in wide form, one column per contract field, so a diff is a join):
+
+* ``identity(entity_type, kind, value, entity_id, confirmed_at)``: every identifier the API
+  confirmed, mapped to a local entity id (first come keeps it, like the server's own rule);
+* ``lead_state``, ``company_state``: last confirmed attributes per entity (a missing value
+  never overwrote a present one), plus the lead's company link;
+* ``lead_ws_state``, ``company_ws_state``: workspace attributes per (entity, workspace);
+* ``conn_state``: connection level per (lead, sender);
+* ``rejected``: rows held back (``origin`` ``invalid``) or rejected by the API (``api``),
+  with every reason; ``rejected_events``: content hashes of API-rejected events, so an
+  unchanged rejected event is not resent until its data changes (or ``--retry-rejected``);
+* ``row_hashes``: hashes of source rows whose every derived event was confirmed, so a
+  rerun drops them before any per-row work;
+* ``runs``: one row per run with its report.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import duckdb
+
+from . import settings as s
+from .exceptions import ConfigurationError
+
+SCHEMA_VERSION = "1"
+
+
+def _cols(fields: tuple[str, ...]) -> str:
+    return ", ".join(f"{f} {'VARCHAR[]' if f == 'tags' else 'VARCHAR'}" for f in fields)
+
+
+SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
+CREATE TABLE IF NOT EXISTS identity (
+    entity_type VARCHAR, kind VARCHAR, value VARCHAR, entity_id BIGINT, confirmed_at TIMESTAMP,
+    PRIMARY KEY (entity_type, kind, value));
+CREATE TABLE IF NOT EXISTS lead_state (
+    entity_id BIGINT PRIMARY KEY, {_cols(s.LEAD_ATTRIBUTES)}, company_entity_id BIGINT, confirmed_at TIMESTAMP);
+CREATE TABLE IF NOT EXISTS company_state (
+    entity_id BIGINT PRIMARY KEY, {_cols(s.COMPANY_ATTRIBUTES)}, confirmed_at TIMESTAMP);
+CREATE TABLE IF NOT EXISTS lead_ws_state (
+    entity_id BIGINT, workspace_id VARCHAR, {_cols(s.WORKSPACE_ATTRIBUTES)}, confirmed_at TIMESTAMP,
+    PRIMARY KEY (entity_id, workspace_id));
+CREATE TABLE IF NOT EXISTS company_ws_state (
+    entity_id BIGINT, workspace_id VARCHAR, {_cols(s.WORKSPACE_ATTRIBUTES)}, confirmed_at TIMESTAMP,
+    PRIMARY KEY (entity_id, workspace_id));
+CREATE TABLE IF NOT EXISTS conn_state (
+    entity_id BIGINT, sender VARCHAR, linkedin_connection_level VARCHAR, confirmed_at TIMESTAMP,
+    PRIMARY KEY (entity_id, sender));
+CREATE TABLE IF NOT EXISTS rejected (
+    run_id VARCHAR, origin VARCHAR, source VARCHAR, row BIGINT, "column" VARCHAR, value VARCHAR,
+    reason VARCHAR, row_hash BIGINT, created_at TIMESTAMP);
+CREATE TABLE IF NOT EXISTS rejected_events (content_hash UBIGINT PRIMARY KEY, run_id VARCHAR, reason VARCHAR);
+CREATE TABLE IF NOT EXISTS row_hashes (hash BIGINT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id VARCHAR PRIMARY KEY, started_at TIMESTAMP, finished_at TIMESTAMP, report JSON);
+CREATE SEQUENCE IF NOT EXISTS entity_seq START 1;
+"""
+
+
+def default_state_path() -> Path:
+    """Project-local default; point ``state_path`` at durable storage on ephemeral workers."""
+    return Path(".outreach_magic") / "state.duckdb"
+
+
+def connect(
+    path: str | os.PathLike[str], *, target: str | None = None, read_only: bool = False
+) -> duckdb.DuckDBPyConnection:
+    """Open (and create, owner-only) the state file, checking it belongs to ``target``.
+
+    A state file records which API base URL it describes: confirmed values for the
+    sandbox say nothing about production, so pointing one state at two targets would
+    silently send nothing. That is refused with a clear message instead.
+    """
+    p = Path(path)
+    if read_only:
+        if not p.exists():
+            raise ConfigurationError(f"no state file at {p}: nothing has been synced with this state yet")
+        return duckdb.connect(str(p), read_only=True)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    # The file holds personal data: whatever DuckDB creates (file, WAL) is owner-only.
+    old = os.umask(0o077)
+    try:
+        con = duckdb.connect(str(p))
+    finally:
+        os.umask(old)
+    os.chmod(p, 0o600)
+    con.execute(SCHEMA)
+    rows = con.execute("SELECT value FROM meta WHERE key = 'target'").fetchall()
+    row = rows[0] if rows else None
+    if target is not None:
+        if row is None:
+            con.execute("INSERT INTO meta VALUES ('target', ?), ('schema', ?)", [target, SCHEMA_VERSION])
+        elif row[0] != target:
+            con.close()
+            raise ConfigurationError(
+                f"the state file {p} describes what {row[0]} confirmed, not {target}: "
+                "use another --state for this target"
+            )
+    return con

@@ -1,0 +1,320 @@
+"""The runner: sources → row-hash filter → dlt pipeline → outreach_magic destination → report.
+
+One function, :func:`run_sync`, used by the CLI, the example pipelines and the
+orchestrator glue, so every way of running behaves the same. Why it does what it does:
+
+* **Rows confirmed before are dropped first.** Each canonical row gets a content hash;
+  hashes of rows whose every event the API confirmed are kept in the state file, so a
+  rerun over unchanged data costs little more than reading the source: no dlt extract,
+  no normalization, no request.
+* **Pending work first.** ``pipeline.run(data)`` with a pending load package would only
+  finish that package and drop the new data (DESIGN.md), so pending packages are
+  normalized and loaded before anything new is extracted.
+* **dlt's working folder sits beside the state file**, so an orchestrator worker that
+  keeps the state path keeps the pipeline too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from destinations.outreach_magic import settings
+from destinations.outreach_magic import state as state_mod
+from destinations.outreach_magic.exceptions import (
+    ConfigurationError,
+    OutreachMagicError,
+    SourceError,
+)
+from destinations.outreach_magic.sink import RunTotals, pop_totals, totals_for
+from destinations.outreach_magic.staging import conform, new_run_id
+
+os.environ.setdefault("RUNTIME__DLTHUB_TELEMETRY", "false")
+
+EXIT_OK, EXIT_PARTIAL, EXIT_FAILED = 0, 1, 2
+PIPELINE_NAME = "outreach_magic_sync"
+
+
+@dataclass
+class SyncRequest:
+    """What to sync and how; every CLI flag maps to one field."""
+
+    sources: list[Any]
+    api_key: str | None = None
+    preset: str = "auto"
+    mapping: str | None = None
+    table: str | None = None
+    query: str | None = None
+    cursor_column: str | None = None
+    constants: dict[str, Any] = field(default_factory=dict)
+    base_url: str = settings.DEFAULT_BASE_URL
+    state_path: str = str(state_mod.default_state_path())
+    dry_run: bool = False
+    full_refresh: bool = False
+    retry_rejected: bool = False
+    batch_size: int = settings.DEFAULT_BATCH_SIZE
+    concurrency: int = 4
+    allow_insecure_http: bool = False
+    stage_rows: int = 250_000
+    max_attempts: int = 8
+    timeout: float = 30.0
+
+    def __repr__(self) -> str:
+        return f"SyncRequest(sources={self.sources!r}, base_url={self.base_url!r}, api_key='***')"
+
+
+@dataclass
+class SourceInfo:
+    spec: str
+    preset: str
+    reason: str
+    unused: list[str]
+    rows: int = 0
+
+
+@dataclass
+class SyncReport:
+    """What happened to every row of one run; ``to_dict`` is the ``--json`` output."""
+
+    run_id: str
+    base_url: str
+    state_path: str
+    dry_run: bool = False
+    rows_read: int = 0
+    rows_skipped_unchanged: int = 0
+    invalid: int = 0
+    partial: int = 0
+    merged: int = 0
+    unchanged: int = 0
+    skipped_rejected: int = 0
+    events: int = 0
+    applied: int = 0
+    rejected: int = 0
+    failed: int = 0
+    requests: int = 0
+    retries: int = 0
+    throttled: int = 0
+    seconds: float = 0.0
+    sources: list[SourceInfo] = field(default_factory=list)
+    ignored_columns: list[str] = field(default_factory=list)
+    samples: list[dict[str, Any]] = field(default_factory=list)
+    failure_reasons: dict[str, int] = field(default_factory=dict)
+    error: str | None = None
+    exit_code: int = EXIT_OK
+
+    @property
+    def needs_rerun(self) -> bool:
+        """Some events failed transiently: a rerun sends exactly those."""
+        return self.failed > 0
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {k: v for k, v in self.__dict__.items() if k != "sources"}
+        out["sources"] = [s.__dict__ for s in self.sources]
+        out["needs_rerun"] = self.needs_rerun
+        out["seconds"] = round(self.seconds, 3)
+        return out
+
+    def absorb(self, totals: RunTotals) -> None:
+        st = totals.stage
+        self.invalid += st.invalid
+        self.partial += st.partial
+        self.merged += st.merged
+        self.unchanged += st.unchanged
+        self.skipped_rejected += st.skipped_rejected
+        self.events += st.events
+        self.applied += st.applied
+        self.rejected += st.rejected
+        self.failed += st.failed
+        self.requests += totals.requests
+        self.retries += totals.retries
+        self.throttled += totals.throttled
+        self.ignored_columns = sorted(set(self.ignored_columns) | set(st.ignored_columns))
+        self.samples = (self.samples + st.samples)[:5]
+        for reason, n in totals.failure_reasons.items():
+            self.failure_reasons[reason] = self.failure_reasons.get(reason, 0) + n
+
+
+def expand_sources(specs: list[Any]) -> list[Any]:
+    """Globs become their sorted files; URLs, frames and plain paths pass through."""
+    out: list[Any] = []
+    for spec in specs:
+        if isinstance(spec, str) and "://" not in spec and any(ch in spec for ch in "*?["):
+            matches = sorted(glob.glob(spec))
+            if not matches:
+                raise SourceError(f"no file matches {spec!r}")
+            out.extend(matches)
+        else:
+            out.append(spec)
+    return out
+
+
+class RowFilter:
+    """Adds ``_om_hash`` to canonical rows and drops rows whose hash was confirmed before."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, *, skip_known: bool) -> None:
+        self.con = con
+        self.skip_known = skip_known
+        self.read = 0
+        self.skipped = 0
+
+    def __call__(self, batch: pa.RecordBatch, label: str) -> pa.Table:
+        self.read += batch.num_rows
+        table, _ignored = conform(batch, label, with_rid=False)
+        table = table.drop_columns(["_om_hash"])
+        fields = [*settings.CANONICAL_FIELDS, "_om_order"]
+        names = ",".join(fields)
+        self.con.register("t_batch", table)
+        try:
+            select = (
+                f"SELECT *, (hash('{names}', {', '.join(fields)}) & 9223372036854775807)::BIGINT AS _om_hash "
+                "FROM t_batch"
+            )
+            if self.skip_known:
+                select = f"SELECT * FROM ({select}) b WHERE _om_hash NOT IN (SELECT hash FROM row_hashes)"
+            table = self.con.sql(select).to_arrow_table()
+        finally:
+            self.con.unregister("t_batch")
+        self.skipped += batch.num_rows - table.num_rows
+        return table
+
+
+def _load_pending(pipeline: Any) -> None:
+    if pipeline.list_extracted_load_packages():
+        pipeline.normalize()
+    if pipeline.list_normalized_load_packages():
+        pipeline.load()
+
+
+def _configure_dlt() -> None:
+    """dlt settings measured to matter for Arrow throughput (see bench/sync.py)."""
+    os.environ.setdefault("NORMALIZE__DATA_WRITER__DISABLE_COMPRESSION", "true")
+    os.environ.setdefault("DATA_WRITER__DISABLE_COMPRESSION", "true")
+
+
+def run_sync(
+    request: SyncRequest,
+    progress: Callable[[str], None] | None = None,
+    tick: Callable[[int, int], None] | None = None,
+) -> SyncReport:
+    """Run one sync and say what happened to every row (never raises for expected failures)."""
+    import dlt
+
+    from destinations.outreach_magic import outreach_magic
+    from sources.canonical import open_source
+
+    started = time.perf_counter()
+    run_id = new_run_id()
+    state_path = str(Path(request.state_path))
+    report = SyncReport(run_id=run_id, base_url=request.base_url, state_path=state_path, dry_run=request.dry_run)
+    say = progress or (lambda _msg: None)
+    try:
+        if not request.api_key and not request.dry_run:
+            raise ConfigurationError(
+                "no API key: set OUTREACH_MAGIC_API_KEY, or api_key under [destination.outreach_magic] "
+                "in .dlt/secrets.toml"
+            )
+        _configure_dlt()
+        specs = expand_sources(request.sources)
+        reader_kwargs: dict[str, Any] = {}
+        for key in ("table", "query", "cursor_column"):
+            if getattr(request, key):
+                reader_kwargs[key] = getattr(request, key)
+        opened = []
+        for spec in specs:
+            src = open_source(spec, preset=request.preset, mapping_file=request.mapping,
+                              constants=request.constants or None, **reader_kwargs)
+            info = SourceInfo(str(spec) if not hasattr(spec, "shape") else "<frame>", src.plan.preset,
+                              src.plan.reason, list(src.plan.unused))
+            report.sources.append(info)
+            opened.append((src, info))
+            say(f"{info.spec}: {info.reason}")
+
+        state_dir = Path(state_path).parent
+        con = state_mod.connect(state_path, target=request.base_url)
+        row_filter = RowFilter(con, skip_known=not (request.full_refresh or request.retry_rejected))
+
+        def rows() -> Iterator[pa.Table]:
+            for src, info in opened:
+                for batch in src:
+                    info.rows += batch.num_rows
+                    kept = row_filter(batch, info.spec)
+                    if kept.num_rows:
+                        yield kept
+                say(f"read {info.rows:,} rows from {info.spec}")
+
+        destination = outreach_magic(
+            api_key=request.api_key or "dry-run",
+            base_url=request.base_url,
+            state_path=state_path,
+            request_batch_size=request.batch_size,
+            max_concurrency=request.concurrency,
+            full_refresh=request.full_refresh,
+            retry_rejected=request.retry_rejected,
+            dry_run=request.dry_run,
+            allow_insecure_http=request.allow_insecure_http,
+            stage_rows=request.stage_rows,
+            max_attempts=request.max_attempts,
+            timeout=request.timeout,
+            run_id=run_id,
+        )
+        pipeline = dlt.pipeline(
+            pipeline_name=PIPELINE_NAME,
+            pipelines_dir=str(state_dir / "dlt"),
+            destination=destination,
+            dataset_name="outreach_magic",
+        )
+        totals = totals_for(run_id)
+        totals.say, totals.tick = progress, tick
+        try:
+            con.close()  # the sink opens the state itself; pending packages load first
+            _load_pending(pipeline)
+            con = state_mod.connect(state_path, target=request.base_url)
+            row_filter.con = con
+            pipeline.extract(dlt.resource(rows(), name="rows", write_disposition="append"))
+            con.close()
+            pipeline.normalize()
+            if pipeline.list_normalized_load_packages():
+                say("staging, diffing and sending…")
+                pipeline.load()
+        finally:
+            with contextlib.suppress(Exception):
+                con.close()
+        report.rows_read = row_filter.read
+        report.rows_skipped_unchanged = row_filter.skipped
+        report.unchanged += row_filter.skipped
+    except OutreachMagicError as exc:
+        report.error = str(exc)
+        report.exit_code = EXIT_FAILED
+    except Exception as exc:  # dlt wraps the sink's terminal errors; say what it was, no traceback
+        fatal = totals_for(run_id).fatal
+        cause = fatal if fatal is not None else _root_cause(exc)
+        report.error = str(cause) if isinstance(cause, OutreachMagicError) else f"{type(cause).__name__}: {cause}"
+        report.exit_code = EXIT_FAILED
+    finally:
+        report.absorb(pop_totals(run_id))
+        report.seconds = time.perf_counter() - started
+    if report.exit_code == EXIT_OK and (report.invalid or report.partial or report.rejected or report.failed):
+        report.exit_code = EXIT_PARTIAL
+    return report
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    seen = set()
+    cur: BaseException | None = exc
+    best: BaseException = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, OutreachMagicError):
+            return cur
+        best = cur
+        cur = cur.__cause__ or cur.__context__ or getattr(cur, "exception", None)
+    return best

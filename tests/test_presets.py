@@ -374,3 +374,15 @@ def test_every_preset_maps_only_to_api_fields() -> None:
         "canonical",
         "generic",
     }
+
+
+def test_readme_documents_every_preset_column_and_marks_guesses() -> None:
+    readme = (Path(__file__).parent.parent / "sources" / "README.md").read_text(encoding="utf-8")
+    for preset in PRESETS.values():
+        if preset.name == "canonical":
+            continue
+        section = readme.split(f"### `{preset.name}`", 1)[1].split("\n### ", 1)[0]
+        for field_name, aliases in preset.columns.items():
+            row = next(line for line in section.splitlines() if line.startswith(f"| `{field_name}` |"))
+            for alias in aliases:
+                assert f"`{alias}`" + (" †" if alias in preset.guessed else "") in row, (preset.name, alias)

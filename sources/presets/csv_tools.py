@@ -93,7 +93,7 @@ ZOOMINFO = Preset(
         "Person City",
     ),
     min_signature=2,
-    guessed=frozenset({"Supplemental Email", "Clean Website"}),
+    guessed=frozenset({"Supplemental Email", "Employee Range", "Primary Industry", "Company Description"}),
 )
 
 # Lusha's CSV export (the Prospecting "Export to CSV" file). Its header spelling is not
@@ -191,6 +191,23 @@ LUSHA = Preset(
             "company.location.country",
             "jobTitle.departments",
             "departments",
+            "emailAddresses",
+            "email",
+            "socialLinks.linkedin",
+            "linkedinUrl",
+            "fullName",
+            "jobTitle.title",
+            "jobTitle.seniority",
+            "seniority",
+            "location.country",
+            "company.name",
+            "companyName",
+            "company.domain",
+            "company.website",
+            "company.employees",
+            "company.mainIndustry",
+            "company.industry",
+            "company.description",
         }
     ),
 )

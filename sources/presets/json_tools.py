@@ -248,6 +248,13 @@ PROSP = Preset(
 )
 
 
+# HeyReach's event *names* are documented; the payload's field spellings are not published in
+# anything we could read (two spellings are covered), so every column name is marked guessed.
+HEYREACH = dataclasses.replace(
+    HEYREACH,
+    guessed=frozenset(n for names in (*HEYREACH.columns.values(), *HEYREACH.helpers.values()) for n in names),
+)
+
 # Everything in the Prosp preset is a guess (see above).
 PROSP = dataclasses.replace(
     PROSP, guessed=frozenset(n for names in (*PROSP.columns.values(), *PROSP.helpers.values()) for n in names)

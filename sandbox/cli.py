@@ -49,21 +49,15 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         help="at most RPS requests a second per key (burst RPS), else 429 with Retry-After",
     )
     parser.add_argument("--error-rate", type=_rate, default=0.0, help="fraction answered 503/500/502")
-    parser.add_argument(
-        "--drop-rate", type=_rate, default=0.0, help="fraction of connections closed, nothing applied"
-    )
+    parser.add_argument("--drop-rate", type=_rate, default=0.0, help="fraction of connections closed, nothing applied")
     parser.add_argument(
         "--lost-response-rate",
         type=_rate,
         default=0.0,
         help="fraction applied, then the connection closed before the answer is complete",
     )
-    parser.add_argument(
-        "--max-items", type=int, default=s.MAX_ITEMS_PER_REQUEST, help="items a request (413 beyond)"
-    )
-    parser.add_argument(
-        "--max-bytes", type=int, default=s.MAX_BYTES_PER_REQUEST, help="bytes a body (413 beyond)"
-    )
+    parser.add_argument("--max-items", type=int, default=s.MAX_ITEMS_PER_REQUEST, help="items a request (413 beyond)")
+    parser.add_argument("--max-bytes", type=int, default=s.MAX_BYTES_PER_REQUEST, help="bytes a body (413 beyond)")
     parser.add_argument("--db", default=None, metavar="PATH", help="keep the store in this DuckDB file")
     parser.add_argument("--seed", type=int, default=None, help="make injected faults repeatable")
     parser.set_defaults(func=run)

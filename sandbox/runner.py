@@ -8,6 +8,7 @@ and "bind it".
 from __future__ import annotations
 
 import logging
+import signal
 import socket
 import threading
 from collections.abc import Iterator, Sequence
@@ -24,6 +25,27 @@ from .server import Limits, QuietAbortFilter, SandboxApp
 from .state import SandboxState
 
 _START_TIMEOUT_S = 10.0
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, minus re-raising SIGINT/SIGTERM after its graceful shutdown.
+
+    uvicorn re-sends the captured signal once it has stopped, which kills the process
+    before the caller can flush the ``--db`` file; here the signal only asks for a
+    graceful exit, and ``serve_forever`` returns normally (exit status 0).
+    """
+
+    @contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 @dataclass
@@ -62,7 +84,7 @@ def build(config: SandboxConfig) -> tuple[SandboxApp, uvicorn.Server, socket.soc
         timeout_keep_alive=30,
     )
     logging.getLogger("uvicorn.error").addFilter(QuietAbortFilter())
-    return app, uvicorn.Server(uv_config), sock
+    return app, _Server(uv_config), sock
 
 
 def url_of(sock: socket.socket) -> str:

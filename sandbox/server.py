@@ -75,9 +75,7 @@ def _close_transport(send: Send) -> bool:
     return True
 
 
-async def _answer(
-    send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None
-) -> None:
+async def _answer(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None) -> None:
     start = [_JSON, (b"content-length", str(len(body)).encode())]
     if headers:
         start += headers
@@ -102,9 +100,7 @@ _SERVER_ERRORS = {
 class SandboxApp:
     """The whole sandbox as one ASGI callable."""
 
-    def __init__(
-        self, state: SandboxState, faults: FaultSettings | None = None, limits: Limits | None = None
-    ) -> None:
+    def __init__(self, state: SandboxState, faults: FaultSettings | None = None, limits: Limits | None = None) -> None:
         self.state = state
         self.faults = FaultInjector(faults or FaultSettings())
         self.limits = limits or Limits()
@@ -212,9 +208,7 @@ class SandboxApp:
                 message = apply(item)
                 if message is not None:
                     field = "unified_lead_id" if "lead" in message else "unified_company_id"
-                    details.append(
-                        {"index": index, "error": [{"msg": message, "type": "value_error", "loc": [field]}]}
-                    )
+                    details.append({"index": index, "error": [{"msg": message, "type": "value_error", "loc": [field]}]})
             tenant.events_applied += len(items) - len(details)
             tenant.events_rejected += len(details)
         return build_result(len(items), details)
@@ -294,9 +288,7 @@ def _parse(body: bytes) -> tuple[list[Any], str | None]:
 async def _drop(send: Send) -> None:
     """Close the connection before any answer: nothing was applied."""
     if not _close_transport(send):
-        await send(
-            {"type": "http.response.start", "status": 200, "headers": [_JSON, (b"content-length", b"2")]}
-        )
+        await send({"type": "http.response.start", "status": 200, "headers": [_JSON, (b"content-length", b"2")]})
         raise AbortConnection("dropped")
 
 

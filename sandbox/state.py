@@ -21,9 +21,7 @@ from .store import Tenant
 class SandboxState:
     """Tenants by API key; optionally backed by a DuckDB file (``--db``)."""
 
-    def __init__(
-        self, api_keys: Sequence[str], db_path: str | Path | None = None, seed: int | None = None
-    ) -> None:
+    def __init__(self, api_keys: Sequence[str], db_path: str | Path | None = None, seed: int | None = None) -> None:
         keys = [k for k in api_keys if k]
         if not keys:
             raise ValueError("the sandbox needs at least one API key")

@@ -1,0 +1,184 @@
+"""Persistence across restarts (--db), and the ``outreach-magic sandbox`` command line."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from sandbox import running_sandbox
+from tests.sandbox_helpers import post_events, sandbox_companies, sandbox_leads, sandbox_reset
+
+CONTRACT_CHECK = Path("/work/shared/tools/contract_check.py")
+WS = "65f1a2b3c4d5e6f7890a1b2c"
+EVENTS = [
+    {
+        "event": "update_attributes",
+        "lead_email": "Jane@Example.com",
+        "company_domain": "example.co",
+        "company_name": "Example",
+        "workspace_id": WS,
+        "tags": ["a", "b"],
+        "lead_first_name": "Jane",
+        "sender": "https://www.linkedin.com/in/s/",
+        "linkedin_connection_level": "2",
+    },
+    {"event": "update_attributes", "company_domain": "other.co", "workspace_id": WS, "icp": "B"},
+]
+
+
+def test_db_survives_a_restart(tmp_path: Path) -> None:
+    db = tmp_path / "state" / "sandbox.duckdb"
+    with running_sandbox(["k1", "k2"], db_path=db) as sb:
+        assert post_events(sb.url, "k1", EVENTS).json()["success"] == 2
+        post_events(sb.url, "k2", EVENTS[1])
+        leads, companies = sandbox_leads(sb.url, "k1"), sandbox_companies(sb.url, "k1")
+        other = sandbox_companies(sb.url, "k2")
+    with running_sandbox(["k1", "k2"], db_path=db) as sb:
+        assert sandbox_leads(sb.url, "k1") == leads
+        assert sandbox_companies(sb.url, "k1") == companies
+        assert sandbox_companies(sb.url, "k2") == other
+        # matching still works after the restart: same lead, no duplicate
+        post_events(
+            sb.url, "k1", {"event": "update_attributes", "lead_email": "jane@example.com", "lead_last_name": "D"}
+        )
+        [lead] = sandbox_leads(sb.url, "k1")
+        assert lead["unified_lead_id"] == leads[0]["unified_lead_id"] and lead["attributes"]["lead_last_name"] == "D"
+        sandbox_reset(sb.url, "k2")
+    with running_sandbox(["k1", "k2"], db_path=db) as sb:
+        assert sandbox_leads(sb.url, "k1")[0]["attributes"]["lead_last_name"] == "D"
+        assert sandbox_companies(sb.url, "k2") == []  # the reset persisted too
+    with running_sandbox(["k3"], db_path=db) as sb:
+        assert sandbox_leads(sb.url, "k3") == []  # data belongs to keys, not to the file
+
+
+def test_db_file_never_contains_the_api_key(tmp_path: Path) -> None:
+    db = tmp_path / "s.duckdb"
+    secret = "sk-very-secret-key-123"
+    with running_sandbox([secret], db_path=db) as sb:
+        post_events(sb.url, secret, EVENTS)
+    assert secret.encode() not in db.read_bytes()
+
+
+@contextmanager
+def cli_sandbox(*args: str, env: dict[str, str] | None = None) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipelines.cli", "sandbox", "--port", "0", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        match = re.search(r"http://[\w.\[\]:]+", line)
+        assert match, f"no URL printed: {line!r} {proc.stderr.read() if proc.stderr else ''}"
+        yield proc, match.group(0)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def stop(proc: subprocess.Popen[str], sig: int) -> int:
+    proc.send_signal(sig)
+    return proc.wait(timeout=15)
+
+
+def test_cli_prints_url_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
+    db = tmp_path / "cli.duckdb"
+    with cli_sandbox("--api-key", "cli-key", "--db", str(db)) as (proc, url):
+        r = post_events(url, "cli-key", EVENTS[0])
+        assert r.status_code == 200 and r.json()["success"] == 1
+        t0 = time.perf_counter()
+        assert stop(proc, signal.SIGTERM) == 0
+        assert time.perf_counter() - t0 < 10
+    with cli_sandbox("--api-key", "cli-key", "--db", str(db)) as (proc, url):
+        assert len(sandbox_leads(url, "cli-key")) == 1  # flushed on SIGTERM
+        assert stop(proc, signal.SIGINT) == 0
+
+
+def test_cli_takes_keys_from_the_environment_and_never_prints_them() -> None:
+    with cli_sandbox(env={"OUTREACH_MAGIC_SANDBOX_API_KEYS": "env-one, env-two"}) as (proc, url):
+        for key in ("env-one", "env-two"):
+            assert httpx.get(f"{url}/_sandbox/stats", headers={"x-api-key": key}).status_code == 200
+        assert httpx.get(f"{url}/_sandbox/stats", headers={"x-api-key": "env-one, env-two"}).status_code == 401
+        stop(proc, signal.SIGTERM)
+        out, err = proc.communicate()
+    assert "env-one" not in out + err
+
+
+def test_cli_without_a_key_exits_2() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "OUTREACH_MAGIC_SANDBOX_API_KEYS"}
+    done = subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", "sandbox"], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert done.returncode == 2 and "--api-key" in done.stderr
+
+
+def test_cli_flags_match_the_contract() -> None:
+    from pipelines.cli import build_parser
+
+    args: Any = build_parser().parse_args(
+        [
+            "sandbox",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            "9000",
+            "--api-key",
+            "a",
+            "--api-key",
+            "b",
+            "--latency-ms",
+            "5",
+            "--rate-limit",
+            "3",
+            "--error-rate",
+            "0.1",
+            "--drop-rate",
+            "0.2",
+            "--lost-response-rate",
+            "0.3",
+            "--max-items",
+            "10",
+            "--max-bytes",
+            "1000",
+            "--db",
+            "x.duckdb",
+            "--seed",
+            "4",
+        ]
+    )
+    assert (args.host, args.port, args.api_keys, args.latency_ms, args.rate_limit) == (
+        "0.0.0.0",
+        9000,
+        ["a", "b"],
+        5,
+        3,
+    )
+    assert (args.error_rate, args.drop_rate, args.lost_response_rate) == (0.1, 0.2, 0.3)
+    assert (args.max_items, args.max_bytes, args.db, args.seed) == (10, 1000, "x.duckdb", 4)
+
+
+def test_shared_contract_check_passes_against_the_cli() -> None:
+    with cli_sandbox("--api-key", "test-key", "--api-key", "other-key") as (proc, url):
+        done = subprocess.run(
+            [sys.executable, str(CONTRACT_CHECK), url, "test-key", "other-key"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        stop(proc, signal.SIGTERM)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert re.search(r"contract: (\d+)/\1 expectations hold", done.stdout), done.stdout

@@ -23,3 +23,19 @@ def register_document_adapter(adapter: DocumentAdapter) -> DocumentAdapter:
     if adapter not in DOCUMENT_ADAPTERS:
         DOCUMENT_ADAPTERS.append(adapter)
     return adapter
+
+
+def _register_builtin_adapters() -> None:
+    """Register the presets' adapters even when only the readers are imported.
+
+    Without this, ``read_source("lusha.json")`` would read a Lusha bulk response as one
+    wide row unless something had imported ``sources.presets`` first. The import runs here,
+    at the end of this module, so ``register_document_adapter`` already exists when
+    ``sources.presets`` imports it back.
+    """
+    from sources.presets.json_tools import lusha_document
+
+    register_document_adapter(lusha_document)
+
+
+_register_builtin_adapters()

@@ -386,3 +386,17 @@ def test_readme_documents_every_preset_column_and_marks_guesses() -> None:
             row = next(line for line in section.splitlines() if line.startswith(f"| `{field_name}` |"))
             for alias in aliases:
                 assert f"`{alias}`" + (" †" if alias in preset.guessed else "") in row, (preset.name, alias)
+
+
+def test_readers_alone_know_the_lusha_bulk_form() -> None:
+    """A fresh interpreter that imports only the readers still gets one row per Lusha contact."""
+    import subprocess
+    import sys
+
+    code = (
+        "from sources.readers import read_source\n"
+        f"rows = [r for b in read_source({str(FIXTURES / 'lusha_api.json')!r}) for r in b.to_pylist()]\n"
+        "print(len(rows), rows[0]['company.domain'])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["3", "vltava-example.com"]

@@ -1,0 +1,335 @@
+"""End-to-end syncs against the real sandbox over loopback HTTP.
+
+The expected sandbox contents come from an oracle written independently of staging:
+the preset fixtures' expected canonical rows, normalized with ``identifiers``, grouped
+the way the server groups them (any shared identifier is the same lead), last non-empty
+value per attribute.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+
+from destinations.outreach_magic import settings as s
+from destinations.outreach_magic.contract import item_errors
+from destinations.outreach_magic.identifiers import NORMALIZERS, IdentifierError
+from pipelines.runner import SyncReport, SyncRequest, run_sync
+from tests.sandbox_helpers import lead_by, sandbox_companies, sandbox_leads, sandbox_stats
+
+FIXTURES = Path(__file__).parent / "fixtures" / "presets"
+KEY = "test-key"
+WS = "65f1a2b3c4d5e6f7890a1b2c"
+PRESET_FILES = sorted(p for p in FIXTURES.iterdir() if not p.name.endswith(".expected.jsonl")
+                      and p.suffix in {".csv", ".json", ".jsonl"})
+
+
+def sync(url: str, state: Path, sources: list[Any], **kw: Any) -> SyncReport:
+    kw.setdefault("constants", {"workspace_id": WS})
+    return run_sync(SyncRequest(sources=[str(x) if isinstance(x, Path) else x for x in sources],
+                                api_key=kw.pop("api_key", KEY), base_url=url, state_path=str(state), **kw))
+
+
+def write_csv(path: Path, header: list[str], rows: list[list[str]]) -> Path:
+    import csv
+
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(header)
+        w.writerows(rows)
+    return path
+
+
+# ----------------------------------------------------------------------------- oracle
+def _normalize_row(row: dict[str, Any]) -> dict[str, Any] | None:
+    out: dict[str, Any] = {}
+    for field in s.CANONICAL_FIELDS:
+        value = row.get(field)
+        if value is None:
+            continue
+        try:
+            norm = NORMALIZERS[field](value)
+        except IdentifierError:
+            return None
+        if norm is not None:
+            out[field] = norm
+    has_lead = any(f in out for f in s.LEAD_IDENTIFIERS)
+    has_company = any(f in out for f in s.COMPANY_IDENTIFIERS)
+    for attrs, has in ((s.COMPANY_ATTRIBUTES, has_company), (s.LEAD_ATTRIBUTES, has_lead)):
+        if not has and (has_lead or has_company):
+            for f in attrs:
+                out.pop(f, None)
+    return out if not item_errors({"event": "update_attributes", **out}) else None
+
+
+def expected_leads(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Leads as the server would hold them: rows sharing any identifier are one lead."""
+    parent: dict[int, int] = {}
+
+    def find(x: int) -> int:
+        while parent[x] != x:
+            x = parent[x]
+        return x
+
+    owner: dict[tuple[str, str], int] = {}
+    valid = []
+    for row in rows:
+        norm = _normalize_row(row)
+        if norm is None or not any(f in norm for f in s.LEAD_IDENTIFIERS):
+            continue
+        i = len(valid)
+        valid.append(norm)
+        parent[i] = i
+        for f in s.LEAD_IDENTIFIERS:
+            if f in norm:
+                key = (f, norm[f])
+                if key in owner:
+                    parent[find(i)] = find(owner[key])
+                else:
+                    owner[key] = i
+    groups: dict[int, list[dict[str, Any]]] = {}
+    for i, row in enumerate(valid):
+        groups.setdefault(find(i), []).append(row)
+    leads = []
+    for members in groups.values():
+        ids: dict[str, set[str]] = {}
+        attrs: dict[str, str] = {}
+        for row in members:
+            for f in s.LEAD_IDENTIFIERS:
+                if f in row:
+                    ids.setdefault(f, set()).add(row[f])
+            for f in s.LEAD_ATTRIBUTES:
+                if f in row:
+                    attrs[f] = row[f]
+        leads.append({"ids": ids, "attrs": attrs})
+    return leads
+
+
+@pytest.mark.parametrize("fixture", PRESET_FILES, ids=lambda p: p.name)
+def test_each_preset_syncs_to_the_expected_sandbox_contents(fixture: Path, sandbox_server: Any, tmp_path: Path) -> None:
+    expected_file = fixture.with_name(fixture.stem + ".expected.jsonl")
+    rows = [json.loads(line) for line in expected_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    report = sync(sandbox_server.url, tmp_path / "state.duckdb", [fixture])
+    assert report.error is None, report.error
+    assert report.rows_read == len(rows)
+    assert report.applied == report.events and report.failed == 0 and report.rejected == 0
+
+    want = expected_leads([{**row, "workspace_id": WS} for row in rows])
+    got = sandbox_leads(sandbox_server.url, KEY)
+    assert len(got) == len(want), [g["identifiers"] for g in got]
+    for lead in want:
+        kind, values = next(iter(lead["ids"].items()))
+        matches = lead_by(got, kind, next(iter(values)))
+        assert len(matches) == 1, (kind, values)
+        held = matches[0]
+        for f, vals in lead["ids"].items():
+            assert vals <= set(held["identifiers"].get(f, [])), (f, vals, held["identifiers"])
+        assert {k: v for k, v in held["attributes"].items() if k in s.LEAD_ATTRIBUTES} == lead["attrs"]
+
+
+def test_second_identical_run_sends_nothing(sandbox_server: Any, tmp_path: Path) -> None:
+    src = FIXTURES / "apollo.csv"
+    first = sync(sandbox_server.url, tmp_path / "s.duckdb", [src])
+    assert first.applied > 0
+    requests_before = sandbox_stats(sandbox_server.url, KEY)["requests"]
+    second = sync(sandbox_server.url, tmp_path / "s.duckdb", [src])
+    assert second.events == 0 and second.requests == 0
+    assert second.rows_skipped_unchanged == second.rows_read == first.rows_read
+    assert sandbox_stats(sandbox_server.url, KEY)["requests"] == requests_before
+
+
+def test_changing_one_attribute_sends_one_event_with_identifiers_and_that_attribute(
+    sandbox_server: Any, tmp_path: Path
+) -> None:
+    header = ["lead_email", "lead_linkedin_url", "lead_first_name", "lead_job_title", "company_domain", "company_name"]
+    rows = [
+        ["ada@example.com", "https://www.linkedin.com/in/ada-l", "Ada", "Engineer", "example.com", "Example"],
+        ["bob@example.org", "", "Bob", "Sales", "example.org", "Example Org"],
+    ]
+    src = write_csv(tmp_path / "leads.csv", header, rows)
+    state = tmp_path / "s.duckdb"
+    assert sync(sandbox_server.url, state, [src]).applied == 2
+    rows[0][3] = "Chief Engineer"
+    write_csv(src, header, rows)
+    dry = sync(sandbox_server.url, state, [src], dry_run=True)
+    assert dry.events == 1
+    assert dry.samples == [{
+        "event": "update_attributes",
+        "lead_email": "ada@example.com",
+        "lead_linkedin_url": "https://www.linkedin.com/in/ada-l/",
+        "lead_job_title": "Chief Engineer",
+        "company_domain": "example.com",
+    }]
+    report = sync(sandbox_server.url, state, [src])
+    assert report.events == 1 and report.applied == 1 and report.requests == 1
+    ada = lead_by(sandbox_leads(sandbox_server.url, KEY), "lead_email", "ada@example.com")[0]
+    assert ada["attributes"]["lead_job_title"] == "Chief Engineer"
+    assert ada["attributes"]["lead_first_name"] == "Ada"
+
+
+def test_dry_run_sends_nothing_and_records_nothing(sandbox_server: Any, tmp_path: Path) -> None:
+    src = FIXTURES / "zoominfo.csv"
+    dry = sync(sandbox_server.url, tmp_path / "s.duckdb", [src], dry_run=True)
+    assert dry.events > 0 and dry.applied == 0 and dry.samples
+    assert sandbox_stats(sandbox_server.url, KEY)["requests"] == 0
+    real = sync(sandbox_server.url, tmp_path / "s.duckdb", [src])
+    assert real.events == dry.events and real.applied == dry.events
+
+
+def test_401_leaves_the_state_untouched_and_exits_2(sandbox_server: Any, tmp_path: Path) -> None:
+    src = FIXTURES / "apollo.csv"
+    state = tmp_path / "s.duckdb"
+    bad = sync(sandbox_server.url, state, [src], api_key="wrong-key-123")
+    assert bad.exit_code == 2 and bad.applied == 0
+    assert "Invalid API key" in (bad.error or "") or "401" in (bad.error or "")
+    assert "wrong-key-123" not in json.dumps(bad.to_dict())
+    con = duckdb.connect(str(state), read_only=True)
+    assert con.execute("SELECT count(*) FROM identity").fetchall() == [(0,)]
+    assert con.execute("SELECT count(*) FROM row_hashes").fetchall() == [(0,)]
+    con.close()
+    good = sync(sandbox_server.url, state, [src])
+    assert good.exit_code in (0, 1) and good.applied > 0 and good.error is None
+    assert good.applied == good.events
+
+
+def test_api_rejections_land_in_the_ledger_and_the_rest_is_applied(sandbox_server: Any, tmp_path: Path) -> None:
+    src = write_csv(tmp_path / "mixed.csv", ["unified_lead_id", "lead_email", "lead_first_name"], [
+        ["aaaaaaaaaaaaaaaaaaaaaaaa", "", "Ghost"],  # the server knows no such lead: rejected per index
+        ["", "cleo@example.com", "Cleo"],
+        ["", "not-an-email", "Nope"],  # held back before any request
+    ])
+    state = tmp_path / "s.duckdb"
+    report = sync(sandbox_server.url, state, [src])
+    assert (report.applied, report.rejected, report.invalid, report.exit_code) == (1, 1, 1, 1)
+    con = duckdb.connect(str(state), read_only=True)
+    ledger = con.execute('SELECT origin, row, "column", value, reason FROM rejected ORDER BY row').fetchall()
+    con.close()
+    assert ledger[0][0] == "api" and ledger[0][1] == 1 and "matches no lead" in ledger[0][4]
+    assert ledger[1][:4] == ("invalid", 3, "lead_email", "not-an-email")
+    assert lead_by(sandbox_leads(sandbox_server.url, KEY), "lead_email", "cleo@example.com")
+    again = sync(sandbox_server.url, state, [src])
+    assert again.events == 0 and again.skipped_rejected == 1 and again.invalid == 1
+    retry = sync(sandbox_server.url, state, [src], retry_rejected=True)
+    assert retry.rejected == 1 and retry.events == 1
+
+
+@pytest.mark.parametrize("batch_size", [1, 7, 100])
+def test_batch_size_bounds_items_per_request(batch_size: int, sandbox_server: Any, tmp_path: Path) -> None:
+    rows = [[f"p{i}@example.com", f"Person {i}"] for i in range(23)]
+    src = write_csv(tmp_path / "many.csv", ["lead_email", "lead_first_name"], rows)
+    report = sync(sandbox_server.url, tmp_path / "s.duckdb", [src], batch_size=batch_size)
+    assert report.applied == 23
+    assert report.requests == math.ceil(23 / batch_size)
+    assert len(sandbox_leads(sandbox_server.url, KEY)) == 23
+
+
+def test_invalid_rows_name_row_column_and_value_and_valid_rows_still_sync(sandbox_server: Any, tmp_path: Path) -> None:
+    src = write_csv(tmp_path / "bad.csv", ["lead_email", "lead_linkedin_url", "company_domain"], [
+        ["n/a", "", ""],
+        ["dee@example.com", "https://www.linkedin.com/company/acme/", ""],
+        ["eve@example.com", "", "example.com"],
+    ])
+    state = tmp_path / "s.duckdb"
+    report = sync(sandbox_server.url, state, [src])
+    assert report.invalid == 2 and report.applied == 1
+    con = duckdb.connect(str(state), read_only=True)
+    ledger = con.execute('SELECT row, "column", value, reason FROM rejected ORDER BY row').fetchall()
+    con.close()
+    assert [(r, c, v) for r, c, v, _ in ledger] == [
+        (1, "lead_email", "n/a"), (2, "lead_linkedin_url", "https://www.linkedin.com/company/acme/")]
+    assert all(reason for *_, reason in ledger)
+
+
+def test_rows_of_one_person_in_url_variants_become_one_lead(sandbox_server: Any, tmp_path: Path) -> None:
+    src = write_csv(tmp_path / "variants.csv", ["lead_email", "lead_linkedin_url", "lead_job_title", "updated_at"], [
+        ["fay@example.com", "https://uk.linkedin.com/in/fay-q?trk=abc", "Analyst", "2026-01-01"],
+        ["", "http://www.linkedin.com/in/fay-q/details/experience/", "Lead Analyst", "2026-03-01"],
+        ["FAY@example.com", "", "", "2026-02-01"],
+    ])
+    mapping = tmp_path / "m.toml"
+    mapping.write_text('order_by = "updated_at"\n', encoding="utf-8")
+    report = sync(sandbox_server.url, tmp_path / "s.duckdb", [src], mapping=str(mapping))
+    assert report.events == 1 and report.merged == 2
+    leads = sandbox_leads(sandbox_server.url, KEY)
+    assert len(leads) == 1
+    assert leads[0]["attributes"]["lead_job_title"] == "Lead Analyst"
+    assert leads[0]["identifiers"]["lead_linkedin_url"] == ["https://www.linkedin.com/in/fay-q/"]
+
+
+def test_two_emails_on_one_profile_are_two_events_and_no_email_is_lost(sandbox_server: Any, tmp_path: Path) -> None:
+    src = write_csv(tmp_path / "two.csv", ["lead_email", "lead_linkedin_url"], [
+        ["gil@work.example", "https://www.linkedin.com/in/gil"],
+        ["gil@home.example", "https://www.linkedin.com/in/gil"],
+    ])
+    report = sync(sandbox_server.url, tmp_path / "s.duckdb", [src])
+    assert report.events == 2
+    leads = sandbox_leads(sandbox_server.url, KEY)
+    assert len(leads) == 1 and set(leads[0]["identifiers"]["lead_email"]) == {"gil@work.example", "gil@home.example"}
+
+
+def test_workspace_attributes_and_company_link(sandbox_server: Any, tmp_path: Path) -> None:
+    src = write_csv(tmp_path / "ws.csv", ["lead_email", "company_domain", "company_name", "icp", "tags"], [
+        ["hal@example.com", "https://www.example.com/about?utm_source=x", "Example", "ICP 1", "vip; renewal"],
+    ])
+    report = sync(sandbox_server.url, tmp_path / "s.duckdb", [src])
+    assert report.applied == 1
+    lead = sandbox_leads(sandbox_server.url, KEY)[0]
+    company = sandbox_companies(sandbox_server.url, KEY)[0]
+    assert lead["unified_company_id"] == company["unified_company_id"]
+    assert company["identifiers"]["company_domain"] == ["example.com"]
+    assert lead["workspaces"][WS] == {"icp": "ICP 1", "tags": ["vip", "renewal"]}
+
+
+def test_full_refresh_sends_everything_again(sandbox_server: Any, tmp_path: Path) -> None:
+    src = FIXTURES / "clay.csv"
+    first = sync(sandbox_server.url, tmp_path / "s.duckdb", [src])
+    again = sync(sandbox_server.url, tmp_path / "s.duckdb", [src], full_refresh=True)
+    assert again.events == first.events and again.applied == first.applied
+
+
+def test_a_users_own_dlt_pipeline_with_the_destination(sandbox_server: Any, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    import dlt
+
+    from destinations.outreach_magic import outreach_magic
+
+    monkeypatch.setenv("DESTINATION__OUTREACH_MAGIC__API_KEY", KEY)
+    rows = [
+        {"lead_email": "ivy@example.com", "lead_first_name": "Ivy", "company_domain": "example.com"},
+        {"lead_email": "IVY@example.com", "lead_job_title": "CFO"},
+        {"lead_email": "jon@example.net", "lead_first_name": "Jon"},
+    ]
+    pipeline = dlt.pipeline("users_own", pipelines_dir=str(tmp_path / "dlt"),
+                            destination=outreach_magic(base_url=sandbox_server.url,
+                                                       state_path=str(tmp_path / "om.duckdb")))
+    pipeline.run(rows, table_name="my_leads")
+    leads = sandbox_leads(sandbox_server.url, KEY)
+    assert len(leads) == 2
+    ivy = lead_by(leads, "lead_email", "ivy@example.com")[0]
+    assert ivy["attributes"] == {"lead_first_name": "Ivy", "lead_job_title": "CFO"}
+    pipeline.run(rows, table_name="my_leads")
+    assert sandbox_stats(sandbox_server.url, KEY)["requests"] == 1  # the rerun found nothing changed
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            assert KEY.encode() not in path.read_bytes(), path
+
+
+def test_cli_sync_json_with_embedded_sandbox(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "OUTREACH_MAGIC_API_KEY"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", "sync", str(FIXTURES / "apollo.csv"), "--sandbox", "--json",
+         "--state", str(tmp_path / "s.duckdb"), "--workspace-id", WS],
+        capture_output=True, text=True, timeout=180, env=env, cwd=Path(__file__).parent.parent,
+    )
+    report = json.loads(proc.stdout)
+    assert proc.returncode == report["exit_code"] in (0, 1)
+    assert report["applied"] == report["events"] > 0 and report["sources"][0]["preset"] == "apollo"
+    assert "Traceback" not in proc.stderr

@@ -571,6 +571,41 @@ def test_deliver_works_inside_a_running_event_loop_and_reports_in_the_callers_th
     assert threads == {threading.get_ident()}
 
 
+def test_inside_a_running_loop_a_401_still_raises_and_stops() -> None:
+    requests = 0
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal requests
+        requests += 1
+        return httpx.Response(401, json={"error": "Invalid API key provided"})
+
+    async def orchestrator_task() -> None:
+        client(handler, batch_size=1, max_concurrency=1).deliver(items(50), lambda _: None)
+
+    with pytest.raises(AuthenticationError):
+        asyncio.run(orchestrator_task())
+    assert requests == 1
+
+
+def test_inside_a_running_loop_an_exception_in_on_outcomes_propagates() -> None:
+    requests = 0
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal requests
+        requests += 1
+        return await ok(request)
+
+    def boom(outcomes: list[ItemOutcome]) -> None:
+        raise RuntimeError("ledger is full")
+
+    async def orchestrator_task() -> None:
+        client(handler, batch_size=1, max_concurrency=2).deliver(items(1000), boom)
+
+    with pytest.raises(RuntimeError, match="ledger is full"):
+        asyncio.run(orchestrator_task())
+    assert requests < 20
+
+
 def test_an_exception_in_on_outcomes_stops_delivery_and_propagates() -> None:
     requests = 0
 

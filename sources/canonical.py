@@ -26,16 +26,48 @@ class CanonicalSource:
     caller that needs a second pass does not have to keep batches in memory.
     """
 
-    def __init__(self, spec: Any, plan: MappingPlan, reader_kwargs: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        spec: Any,
+        plan: MappingPlan,
+        reader_kwargs: dict[str, Any],
+        *,
+        columns: list[str],
+        mapping_file: str | Path | None = None,
+        constants: dict[str, Any] | None = None,
+    ) -> None:
         self.spec = spec
         self.plan = plan
         self.reader_kwargs = reader_kwargs
+        self.mapping_file = mapping_file
+        self.constants = constants
+        self._planned_columns = list(columns)
 
     def __iter__(self) -> Iterator[pa.RecordBatch]:
         from sources.readers import read_source
 
         for batch in read_source(self.spec, **self.reader_kwargs):
+            if batch.schema.names != self._planned_columns:
+                self._replan(batch.schema.names)
             yield apply_mapping(batch, self.plan)
+
+    def _replan(self, columns: list[str]) -> None:
+        """Re-resolve the columns, same preset, when the rows show columns the header peek missed.
+
+        Listing the columns of JSON Lines samples the first records only; a key that first
+        appears later (an email on event 1,500) would otherwise never be mapped. The preset
+        ``auto`` chose stays: only which columns feed which field is recomputed.
+        """
+        replanned = plan_mapping(
+            columns, preset=self.plan.preset, mapping_file=self.mapping_file, constants=self.constants
+        )
+        replanned.reason = self.plan.reason
+        self.plan.columns, self.plan.helpers, self.plan.unused = (
+            replanned.columns,
+            replanned.helpers,
+            replanned.unused,
+        )
+        self._planned_columns = list(columns)
 
 
 def open_source(
@@ -56,4 +88,4 @@ def open_source(
     listing = {k: reader_kwargs[k] for k in _LISTING_KWARGS if reader_kwargs.get(k) is not None}
     columns = list_columns(spec, **listing)
     plan = plan_mapping(columns, preset=preset, mapping_file=mapping_file, constants=constants)
-    return CanonicalSource(spec, plan, reader_kwargs)
+    return CanonicalSource(spec, plan, reader_kwargs, columns=columns, mapping_file=mapping_file, constants=constants)

@@ -115,9 +115,7 @@ def test_generic_fallback_on_seamless_like_headers_reports_used_columns() -> Non
 
 
 def test_generic_matches_headers_ignoring_case_spaces_and_underscores() -> None:
-    plan = plan_mapping(
-        ["WORK_EMAIL", "first name", "LinkedIn-Profile", "company_domain_x"], preset="generic"
-    )
+    plan = plan_mapping(["WORK_EMAIL", "first name", "LinkedIn-Profile", "company_domain_x"], preset="generic")
     assert plan.columns == {
         "lead_email": "WORK_EMAIL",
         "lead_linkedin_url": "LinkedIn-Profile",
@@ -129,9 +127,7 @@ def test_generic_matches_headers_ignoring_case_spaces_and_underscores() -> None:
 def test_duplicated_header_is_read_by_position_first_non_empty_wins() -> None:
     plan = plan_mapping(["Email", "Email__2", "First Name"], preset="generic")
     assert plan.columns["lead_email"] == ["Email", "Email__2"]
-    batch = _batch(
-        {"Email": ["", "a@example.com", None], "Email__2": ["b@example.com", "c@example.com", None]}
-    )
+    batch = _batch({"Email": ["", "a@example.com", None], "Email__2": ["b@example.com", "c@example.com", None]})
     batch = pa.RecordBatch.from_pydict({**batch.to_pydict(), "First Name": ["x", "y", "z"]})
     out = apply_mapping(batch, plan).to_pydict()
     assert out["lead_email"] == ["b@example.com", "a@example.com", None]
@@ -273,9 +269,7 @@ def test_numbers_become_digit_strings_and_lists_stay_lists() -> None:
         }
     )
     out = apply_mapping(batch, plan)
-    assert all(
-        out.column(n).type == pa.string() for n in ("company_employee_count", "company_name", "lead_email")
-    )
+    assert all(out.column(n).type == pa.string() for n in ("company_employee_count", "company_name", "lead_email"))
     d = out.to_pydict()
     assert d["company_employee_count"] == ["1240", None, "3"]
     assert d["company_name"] == ["1", "2", "3"]
@@ -400,3 +394,21 @@ def test_readers_alone_know_the_lusha_bulk_form() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["3", "vltava-example.com"]
+
+
+def test_a_key_first_seen_after_the_header_peek_is_still_mapped(tmp_path: Path) -> None:
+    """Listing JSONL columns samples the first records; the plan follows the real rows."""
+    path = tmp_path / "events.jsonl"
+    event = {"event_type": "CONNECTION_REQUEST_SENT", "campaign": {"name": "c"}, "sender": {"profile_url": "s"}}
+    lines = [json.dumps({**event, "lead": {"profile_url": f"https://www.linkedin.com/in/p{i}"}}) for i in range(1500)]
+    lines.append(
+        json.dumps(
+            {**event, "lead": {"profile_url": "https://www.linkedin.com/in/late", "email_address": "late@example.com"}}
+        )
+    )
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    source = open_source(path)
+    assert source.plan.preset == "heyreach"
+    emails = [e for b in source for e in b.column("lead_email").to_pylist() if e]
+    assert emails == ["late@example.com"]
+    assert source.plan.columns["lead_email"] == "lead.email_address"

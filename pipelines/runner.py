@@ -67,6 +67,7 @@ class SyncRequest:
     stage_rows: int = 250_000
     max_attempts: int = 8
     timeout: float = 30.0
+    partition: str | None = None  # "i/n": sync only this worker's share of the leads (own state file each)
 
     def __repr__(self) -> str:
         return f"SyncRequest(sources={self.sources!r}, base_url={self.base_url!r}, api_key='***')"
@@ -265,6 +266,7 @@ def run_sync(
             max_attempts=request.max_attempts,
             timeout=request.timeout,
             run_id=run_id,
+            partition=request.partition,
         )
         pipeline = dlt.pipeline(
             pipeline_name=PIPELINE_NAME,

@@ -63,6 +63,8 @@ def add_sync_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--concurrency", type=int, default=4, help="requests in flight at most (default 4)")
     parser.add_argument("--allow-insecure-http", action="store_true",
                         help="allow sending the API key over plain HTTP to a non-loopback host")
+    parser.add_argument("--partition", help="i/n: sync only partition i (0-based) of n, by lead; each partition "
+                        "needs its own --state")
     parser.add_argument("--json", action="store_true", help="print the report as one JSON object on stdout")
     parser.add_argument("--sandbox", action="store_true", help="start an embedded sandbox and sync into it")
 
@@ -88,6 +90,7 @@ def request_from_args(args: argparse.Namespace) -> SyncRequest:
         batch_size=args.batch_size,
         concurrency=args.concurrency,
         allow_insecure_http=args.allow_insecure_http,
+        partition=args.partition,
     )
 
 

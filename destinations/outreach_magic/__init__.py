@@ -34,11 +34,25 @@ from dlt.common.schema import TTableSchema
 from dlt.common.typing import TDataItems
 
 from . import settings
-from .exceptions import ApiContractError, ApiUnavailableError, TerminalError
+from .exceptions import ApiContractError, ApiUnavailableError, ConfigurationError, TerminalError
 from .sink import SinkOptions, sync_file, totals_for
 from .state import default_state_path
 
-__all__ = ["SinkOptions", "outreach_magic"]
+__all__ = ["SinkOptions", "outreach_magic", "parse_partition"]
+
+
+def parse_partition(value: str | None) -> tuple[int, int] | None:
+    """``"i/n"`` (0-based i) → ``(i, n)``; None means the whole source."""
+    if not value:
+        return None
+    try:
+        index_s, count_s = value.split("/")
+        index, count = int(index_s), int(count_s)
+    except ValueError:
+        raise ConfigurationError(f"partition must look like 'i/n' (0 <= i < n), got {value!r}") from None
+    if not 0 <= index < count:
+        raise ConfigurationError(f"partition must look like 'i/n' (0 <= i < n), got {value!r}")
+    return index, count
 
 
 @dlt.destination(
@@ -71,6 +85,7 @@ def outreach_magic(
     allow_insecure_http: bool = False,
     stage_rows: int = 250_000,
     run_id: str = "",
+    partition: str | None = None,
 ) -> Any:
     """Sync one load file of canonical rows to Outreach Magic (see the module docstring)."""
     opts = SinkOptions(
@@ -90,6 +105,7 @@ def outreach_magic(
         allow_insecure_http=allow_insecure_http,
         stage_rows=stage_rows,
         run_id=run_id,
+        partition=parse_partition(partition),
     )
     try:
         sync_file(str(items), opts, source_label=str(table.get("name") or "rows"))

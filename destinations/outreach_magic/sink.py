@@ -49,6 +49,7 @@ class SinkOptions:
     allow_insecure_http: bool = False
     stage_rows: int = 250_000
     run_id: str = ""
+    partition: tuple[int, int] | None = None  # (index, count): this worker's share of the leads
 
     def __repr__(self) -> str:  # never show the key
         shown = {k: v for k, v in asdict(self).items() if k != "api_key"}
@@ -130,6 +131,7 @@ def sync_table(
             full_refresh=opts.full_refresh,
             retry_rejected=opts.retry_rejected,
             record=not opts.dry_run,
+            partition=opts.partition,
         )
         staging.stage(_defaults(table, opts), source_label=source_label)
         if opts.dry_run:

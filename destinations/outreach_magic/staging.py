@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import time
 import uuid
+import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -228,8 +229,12 @@ class Staging:
         full_refresh: bool = False,
         retry_rejected: bool = False,
         record: bool = True,
+        partition: tuple[int, int] | None = None,
     ) -> None:
         self.con = con
+        # (i, n): keep only the leads (and company-only rows) whose key hashes to i of n,
+        # so that n workers with n state files split one source between them.
+        self.partition = partition
         self.run_id = run_id or uuid.uuid4().hex
         self.full_refresh = full_refresh
         self.retry_rejected = retry_rejected
@@ -265,6 +270,12 @@ class Staging:
         con.unregister("t_norm")
         self._drop_unmatchable()
         self._validate_suspects(bad)
+        if self.partition is not None:
+            index, count = self.partition
+            keep = {rid for rid, issues in bad.items()
+                    if zlib.crc32(f"{issues[0].source}:{issues[0].row}".encode()) % count == index}
+            bad = {rid: issues for rid, issues in bad.items() if rid in keep}
+            self._partial = [i for i in self._partial if zlib.crc32(f"{i.source}:{i.row}".encode()) % count == index]
         self.report.invalid += len(bad)
         for issues in bad.values():
             self._issues.extend(issues)
@@ -395,6 +406,35 @@ class Staging:
             "(coalesce(r._om_order, ''), r._rid) AS _ord "
             "FROM t_rows r LEFT JOIN l_rowgroup lg USING (_rid) LEFT JOIN c_rowgroup cg USING (_rid)"
         )
+        if self.partition is not None:
+            self._keep_partition(*self.partition)
+
+    def _keep_partition(self, index: int, count: int) -> None:
+        """Drop the groups another partition owns.
+
+        A lead's partition is the hash of its group's first identifier in the order email,
+        LinkedIn URL, Sales Navigator URL, LinkedIn id, unified id (the email first because
+        it is the one most exports have); a company-only row's, of its company's domain,
+        LinkedIn URL or unified id. Every partition groups *all* rows first, so rows of one
+        lead always land together. A lead that later gains a higher-ranked identifier may
+        move to another partition: that partition then sends it once more (harmless).
+        """
+        con = self.con
+        lead_key = (
+            "coalesce(lead_email, lead_linkedin_url, lead_sales_navigator_url, lead_linkedin_id, unified_lead_id)"
+        )
+        comp_key = "coalesce(company_domain, company_linkedin_url, unified_company_id)"
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE t_part AS "
+            f"SELECT 'l' AS side, g, hash({lead_key}) % {count} = {index} AS mine FROM l_groups "
+            f"UNION ALL SELECT 'c', g, hash({comp_key}) % {count} = {index} FROM c_groups"
+        )
+        con.execute(
+            "DELETE FROM t_rg WHERE CASE WHEN lg IS NOT NULL "
+            "THEN lg NOT IN (SELECT g FROM t_part WHERE side = 'l' AND mine) "
+            "ELSE cg NOT IN (SELECT g FROM t_part WHERE side = 'c' AND mine) END"
+        )
+        con.execute("DELETE FROM l_groups WHERE g NOT IN (SELECT lg FROM t_rg WHERE lg IS NOT NULL)")
 
     # ---------------------------------------------------------- merge, diff
     def _merge_and_diff(self) -> None:
@@ -560,7 +600,7 @@ class Staging:
             self.report.skipped_rejected += int(skipped or 0)
         self.report.events += int(_scalar(con, "SELECT count(*) FROM t_out") or 0)
         stats = con.execute(
-            "SELECT (SELECT count(*) FROM t_rows), "
+            "SELECT (SELECT count(*) FROM t_rg), "
             "(SELECT count(*) FROM l_groups) + (SELECT count(*) FROM c_groups WHERE g IN "
             " (SELECT cg FROM t_rg WHERE lg IS NULL)), "
             "(SELECT count(*) FROM l_groups WHERE g NOT IN (SELECT lg FROM t_out WHERE lg IS NOT NULL)) + "

@@ -52,7 +52,7 @@ GENERIC = Preset(
         "lead_first_name": ("First Name", "Firstname", "Given Name"),
         "lead_last_name": ("Last Name", "Lastname", "Surname", "Family Name"),
         "lead_full_name": ("Full Name", "Contact Name", "Contact Full Name", "Person Name"),
-        "lead_job_title": ("Title", "Job Title", "Position", "Job Position", "Role"),
+        "lead_job_title": ("Title", "Job Title", "Position", "Job Position", "Role", "Current Title"),
         "lead_seniority": ("Seniority", "Seniority Level", "Management Level"),
         "lead_function": ("Department", "Departments", "Job Function", "Function"),
         "lead_linkedin_headline": ("Headline", "LinkedIn Headline"),
@@ -65,6 +65,7 @@ GENERIC = Preset(
             "Organization Name",
             "Account Name",
             "Employer",
+            "Current Employer",
         ),
         "company_domain": (
             "Company Domain",
@@ -74,6 +75,9 @@ GENERIC = Preset(
             "Website URL",
             "Company URL",
             "Organization Domain",
+            "Domain Name",
+            "Current Employer Domain",
+            "Current Employer Website",
         ),
         "company_linkedin_url": (
             "Company Linkedin Url",

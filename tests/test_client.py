@@ -7,6 +7,7 @@ of ``shared/API-CONTRACT.md`` (result body, 401/413/429/503...).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 from collections import Counter
 from collections.abc import Callable, Coroutine, Iterator
@@ -15,7 +16,10 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from destinations.outreach_magic.batching import batches
 from destinations.outreach_magic.client import USER_AGENT, DeliveryClient, DeliveryStats, ItemOutcome
 from destinations.outreach_magic.exceptions import (
     ApiContractError,
@@ -685,3 +689,30 @@ def test_retry_after_accepts_seconds_and_http_dates_and_is_capped() -> None:
     assert parse_retry_after("Thu, 01 Jan 1970 00:01:40 GMT", now=40.0) == 60.0
     assert parse_retry_after("999999") == MAX_RETRY_AFTER
     assert parse_retry_after("soon") is None and parse_retry_after(None) is None
+
+
+# --- batching as a property -----------------------------------------------------------
+
+@settings(max_examples=200, deadline=None)
+@given(
+    sizes=st.lists(st.integers(1, 150), max_size=60),
+    max_items=st.integers(1, 12),
+    max_bytes=st.integers(64, 500),
+)
+def test_batches_keep_order_respect_both_limits_and_are_as_full_as_allowed(
+    sizes: list[int], max_items: int, max_bytes: int
+) -> None:
+    data = [(i, b"x" * n) for i, n in enumerate(sizes)]
+    cut = list(batches(data, max_items=max_items, max_bytes=max_bytes))
+    assert [k for b in cut for k in b.keys] == list(range(len(sizes)))
+    for b in cut:
+        assert len(b.body()) == b.nbytes()
+        assert len(b) <= max_items
+        assert len(b) == 1 or b.nbytes() <= max_bytes  # only a lone oversized item may exceed
+    for b, after in itertools.pairwise(cut):
+        assert len(b) == max_items or b.nbytes() + len(after.chunks[0]) + 1 > max_bytes
+
+
+def test_a_payload_that_is_not_bytes_is_refused() -> None:
+    with pytest.raises(TypeError):
+        list(batches([(1, {"event": "update_attributes"})], max_items=10, max_bytes=1000))  # type: ignore[list-item]

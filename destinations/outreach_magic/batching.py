@@ -51,18 +51,18 @@ def batches(items: Iterable[tuple[Any, bytes]], *, max_items: int, max_bytes: in
     """
     keys: list[Any] = []
     chunks: list[bytes] = []
-    size = 2  # the brackets
+    size = 1  # "[" plus, per item, its bytes and one separator ("," or the closing "]")
     seq = 0
     for key, chunk in items:
-        if not isinstance(chunk, bytes | bytearray | memoryview):
-            raise TypeError(f"items must be (key, bytes) pairs, got {type(chunk).__name__} for the payload")
-        chunk = bytes(chunk)
-        added = len(chunk) + (1 if chunks else 0)
+        added = len(chunk) + 1
         if chunks and (len(chunks) >= max_items or size + added > max_bytes):
             yield Batch(seq, tuple(keys), tuple(chunks))
             seq += 1
-            keys, chunks, size = [], [], 2
-            added = len(chunk)
+            keys, chunks, size = [], [], 1
+        if type(chunk) is not bytes:  # the fast path is exact bytes; accept other buffers
+            if not isinstance(chunk, bytearray | memoryview):
+                raise TypeError(f"items must be (key, bytes) pairs, got {type(chunk).__name__} for the payload")
+            chunk = bytes(chunk)
         keys.append(key)
         chunks.append(chunk)
         size += added

@@ -575,6 +575,17 @@ def test_deliver_works_inside_a_running_event_loop_and_reports_in_the_callers_th
     assert threads == {threading.get_ident()}
 
 
+def test_deliver_leaves_an_event_loop_the_caller_set_but_did_not_start_alone() -> None:
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        client(ok).deliver(items(3), lambda _: None)
+        assert asyncio.get_event_loop_policy().get_event_loop() is loop
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()
+
+
 def test_inside_a_running_loop_a_401_still_raises_and_stops() -> None:
     requests = 0
 

@@ -34,9 +34,10 @@ import concurrent.futures
 import contextlib
 import ipaddress
 import queue
+import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any, Literal
@@ -471,10 +472,23 @@ class DeliveryClient:
             if _loop_running():
                 _run_beside_loop(run, pull, report)
             else:
-                asyncio.run(run.drive(_here(pull), _here(report)))
+                _run_fresh_loop(run.drive(_here(pull), _here(report)))
         finally:
             stats.seconds = time.perf_counter() - started
         return stats
+
+
+def _run_fresh_loop(coro: Coroutine[Any, Any, None]) -> None:
+    """Run ``coro`` on a new loop in this thread, leaving the thread's own event loop alone.
+
+    ``asyncio.run`` would replace (and then unset) a loop the caller had set on this thread
+    but not started; ``asyncio.Runner`` with a loop factory does not touch it.
+    """
+    if sys.version_info >= (3, 11):
+        with asyncio.Runner(loop_factory=asyncio.new_event_loop) as runner:
+            runner.run(coro)
+    else:  # pragma: no cover - Python 3.10
+        asyncio.run(coro)
 
 
 def _loop_running() -> bool:

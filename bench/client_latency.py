@@ -2,9 +2,17 @@
 
 With ``latency`` seconds per answer and ``concurrency`` requests of ``batch`` events in
 flight, no client can deliver more than ``concurrency * batch / latency`` events a second.
-This prints the measured rate as a ratio of that limit (the target is >= 0.90), plus a
-one-request-in-flight run for comparison. A ratio, not a timed assertion: it is a property
-of this machine's load as much as of the client.
+This prints, from one run:
+
+* a floor: plain httpx POSTing pre-built bodies under a semaphore (no batching, retries,
+  result mapping or callbacks) against the same server;
+* :class:`DeliveryClient` at that concurrency, as a ratio of the limit (target >= 0.90)
+  and of the floor (what the client's own work costs);
+* the client with one request in flight, for comparison.
+
+The server is the real sandbox in its own process (default), a do-nothing server that only
+waits (``--server null``: the client alone), or the sandbox in a thread of this process.
+Ratios, not timed assertions: they depend on how busy the machine is (printed).
 
     python bench/client_latency.py [--events 40000] [--latency-ms 50] [--concurrency 8]
                                    [--batch-size 100] [--server sandbox|null|in-process]
@@ -15,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import subprocess
 import sys
 import time
@@ -180,15 +189,17 @@ def main() -> None:
         serial_n = min(len(data), batch * 40)
         serial_rate, serial = deliver(url, data[:serial_n], 1, batch)
 
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"server {args.server}, latency {args.latency_ms:g} ms, batch {batch}, {len(data):,} events")
-    print(f"{'run':<30}{'events/s':>10}{'limit/s':>10}{'of limit':>10}{'of floor':>10}{'requests':>10}")
-    print(f"{f'bare httpx floor, conc {conc}':<30}{floor:>10,.0f}{limit:>10,.0f}{floor / limit:>10.2f}{1:>10.2f}")
+    print(f"load average {load} on {os.cpu_count()} CPUs (the limit assumes idle CPUs for client and server)")
+    print(f"{'run':<30}{'events/s':>10}{'limit/s':>12}{'of limit':>10}{'of floor':>10}{'requests':>10}")
+    print(f"{f'bare httpx floor, conc {conc}':<30}{floor:>10,.0f}{limit:>12,.0f}{floor / limit:>10.2f}{1:>10.2f}")
     print(
-        f"{f'DeliveryClient, conc {conc}':<30}{rate:>10,.0f}{limit:>10,.0f}{rate / limit:>10.2f}"
+        f"{f'DeliveryClient, conc {conc}':<30}{rate:>10,.0f}{limit:>12,.0f}{rate / limit:>10.2f}"
         f"{rate / floor:>10.2f}{stats.requests:>10}"
     )
     print(
-        f"{'DeliveryClient, conc 1':<30}{serial_rate:>10,.0f}{batch / latency:>10,.0f}"
+        f"{'DeliveryClient, conc 1':<30}{serial_rate:>10,.0f}{batch / latency:>12,.0f}"
         f"{serial_rate / (batch / latency):>10.2f}{'':>10}{serial.requests:>10}"
     )
     print(f"client CPU {cpu / stats.requests * 1000:.2f} ms a request; peak in flight {stats.max_concurrency_seen}")

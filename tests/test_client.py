@@ -265,6 +265,26 @@ def test_503_500_502_are_retried_until_success_and_503_honours_retry_after() -> 
     assert sleeps.delays[0] >= 7
     assert sleeps.delays[1:] == [0.5, 1.0]  # exponential backoff (jitter off): 2nd and 3rd retry
     assert stats.status_counts == {"503": 1, "500": 1, "502": 1, "200": 1}
+    assert stats.min_concurrency_limit == 2  # a 503 also asks us to slow down
+
+
+def test_a_429_holds_back_the_other_batches_too() -> None:
+    log: list[str] = []
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        log.append("POST " + emails(request)[0])
+        if len(log) == 1:
+            return httpx.Response(429, headers={"Retry-After": "30"})
+        return await ok(request)
+
+    class LoggingSleeps(Sleeps):
+        async def __call__(self, delay: float) -> None:
+            log.append(f"sleep {delay:.0f}")
+
+    deliver(client(handler, LoggingSleeps(), batch_size=1, max_concurrency=1), items(3))
+    # the rate limit is per key: a batch that was not throttled waits out the Retry-After too
+    second = log.index("POST lead1@example.com")
+    assert log[second - 1] in ("sleep 30", "sleep 29")
 
 
 def test_backoff_is_capped_and_jitter_stays_within_it() -> None:

@@ -33,6 +33,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import ipaddress
+import itertools
 import queue
 import sys
 import threading
@@ -182,15 +183,16 @@ class _Stopped(Exception):
     """Raised in a batch task that was about to send after the run was stopped."""
 
 
-Pull = Callable[[], Awaitable["Batch | None"]]
-Report = Callable[[list[ItemOutcome]], Awaitable[None]]
+# Report one batch's outcomes (if any), then pull up to ``want`` new batches: one call, so
+# that a loop in a worker thread crosses over to the caller's thread once per batch.
+Exchange = Callable[[list[ItemOutcome] | None, int], Awaitable[list[Batch]]]
 
 
 class _Run:
     """One ``deliver()`` call, on an event loop: pulls batches, runs them, reports outcomes.
 
-    ``pull`` and ``report`` are the only ways it touches the caller's iterator and
-    callbacks; :meth:`DeliveryClient.deliver` makes sure they run in the caller's thread.
+    ``exchange`` is the only way it touches the caller's iterator and callbacks;
+    :meth:`DeliveryClient.deliver` makes sure it runs in the caller's thread.
     """
 
     def __init__(self, client: DeliveryClient) -> None:
@@ -200,34 +202,36 @@ class _Run:
         self.stopped = False
         self.limiter = AdaptiveLimiter(client.max_concurrency)
 
-    async def drive(self, pull: Pull, report: Report) -> None:
+    async def drive(self, exchange: Exchange) -> None:
         c, stats = self.client, self.stats
         finished: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         tasks: set[asyncio.Task[None]] = set()
         window = c.max_concurrency + 1  # batches handed to the network and not yet reported
         outstanding = 0
         exhausted = False
+        to_report: list[ItemOutcome] | None = None
         try:
             async with self._http() as http:
                 while True:
-                    while not exhausted and outstanding < window:
-                        batch = await pull()
-                        if batch is None:
-                            exhausted = True
-                            break
-                        stats.batches += 1
-                        stats.items_sent += len(batch)
-                        outstanding += 1
-                        task = asyncio.create_task(self.run_batch(http, batch, finished))
-                        tasks.add(task)
-                        task.add_done_callback(tasks.discard)
+                    want = 0 if exhausted else window - outstanding
+                    if to_report is not None or want > 0:
+                        new = await exchange(to_report, want)
+                        to_report = None
+                        exhausted = exhausted or len(new) < want
+                        for batch in new:
+                            stats.batches += 1
+                            stats.items_sent += len(batch)
+                            outstanding += 1
+                            task = asyncio.create_task(self.run_batch(http, batch, finished))
+                            tasks.add(task)
+                            task.add_done_callback(tasks.discard)
                     if exhausted and outstanding == 0:
                         break
                     kind, payload = await finished.get()
                     if kind == "fatal":
                         raise payload
                     outstanding -= 1
-                    await report(payload)
+                    to_report = payload
         finally:
             self.stopped = True
             for task in tasks:
@@ -451,28 +455,27 @@ class DeliveryClient:
         pending = batches(items, max_items=self.batch_size, max_bytes=self.max_batch_bytes)
         done = 0
 
-        def pull() -> Batch | None:
-            return next(pending, None)
-
-        def report(outcomes: list[ItemOutcome]) -> None:
+        def exchange(outcomes: list[ItemOutcome] | None, want: int) -> list[Batch]:
             nonlocal done
-            for outcome in outcomes:
-                if outcome.status == "applied":
-                    stats.applied += 1
-                elif outcome.status == "rejected":
-                    stats.rejected += 1
-                else:
-                    stats.failed += 1
-            done += len(outcomes)
-            on_outcomes(outcomes)
-            if on_progress is not None:
-                on_progress(done)
+            if outcomes is not None:
+                for outcome in outcomes:
+                    if outcome.status == "applied":
+                        stats.applied += 1
+                    elif outcome.status == "rejected":
+                        stats.rejected += 1
+                    else:
+                        stats.failed += 1
+                done += len(outcomes)
+                on_outcomes(outcomes)
+                if on_progress is not None:
+                    on_progress(done)
+            return list(itertools.islice(pending, want))
 
         try:
             if _loop_running():
-                _run_beside_loop(run, pull, report)
+                _run_beside_loop(run, exchange)
             else:
-                _run_fresh_loop(run.drive(_here(pull), _here(report)))
+                _run_fresh_loop(run.drive(_here(exchange)))
         finally:
             stats.seconds = time.perf_counter() - started
         return stats
@@ -508,10 +511,8 @@ def _here(fn: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
     return call
 
 
-def _run_beside_loop(
-    run: _Run, pull: Callable[[], Batch | None], report: Callable[[list[ItemOutcome]], None]
-) -> None:
-    """Run the delivery loop in a worker thread, serving its ``pull``/``report`` calls here.
+def _run_beside_loop(run: _Run, exchange: Callable[[list[ItemOutcome] | None, int], list[Batch]]) -> None:
+    """Run the delivery loop in a worker thread, serving its ``exchange`` calls here.
 
     Used only when the calling thread already runs an event loop (Airflow, Dagster,
     Jupyter): ``asyncio.run`` is not allowed there, and the caller's callbacks must still run
@@ -533,7 +534,7 @@ def _run_beside_loop(
         task = asyncio.current_task()
         assert task is not None
         loop_box.append((asyncio.get_running_loop(), task))
-        await run.drive(remote(pull), remote(report))
+        await run.drive(remote(exchange))
 
     def thread_main() -> None:
         try:

@@ -8,6 +8,7 @@ normalization and merging, can still be reported as "contacts.csv row 1207".
 from __future__ import annotations
 
 import warnings
+from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -94,8 +95,20 @@ def add_provenance(batch: pa.RecordBatch, label: str, first_row: int, names: Seq
     file written by an earlier run) are dropped: the values this read computes win.
     """
     n = batch.num_rows
-    rows = pa.array(range(first_row, first_row + n), pa.int64())
+    numbers = array("q", range(first_row, first_row + n))
+    rows = pa.Array.from_buffers(pa.int64(), n, [None, pa.py_buffer(numbers)])
     return add_provenance_rows(batch, label, rows, names)
+
+
+def constant_string(value: str, n: int) -> pa.Array:
+    """A string column of `n` copies of `value`, built from buffers.
+
+    Not `pa.array`/`pa.repeat`: their first call imports pandas when it is installed
+    (1.3 s here), a cost a reader of plain files should not pay.
+    """
+    data = value.encode()
+    offsets = array("i", range(0, len(data) * (n + 1), len(data))) if data else array("i", [0] * (n + 1))
+    return pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(offsets), pa.py_buffer(data * n)])
 
 
 def add_provenance_rows(
@@ -105,7 +118,7 @@ def add_provenance_rows(
     pairs = zip(names, batch.columns, strict=True)
     keep = [(name, col) for name, col in pairs if name not in PROVENANCE_COLUMNS]
     arrays = [col for _, col in keep]
-    arrays.append(pa.repeat(pa.scalar(label, pa.string()), batch.num_rows))
+    arrays.append(constant_string(label, batch.num_rows))
     arrays.append(rows)
     return pa.RecordBatch.from_arrays(arrays, names=[name for name, _ in keep] + list(PROVENANCE_COLUMNS))
 

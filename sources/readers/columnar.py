@@ -1,8 +1,8 @@
 """Parquet files and in-memory frames (pandas, Arrow): already columnar, so pass through.
 
 Parquet is streamed with `ParquetFile.iter_batches` (one row group at a time at most), so
-memory stays bounded by the row-group size, not the file size. Frames are sliced
-zero-copy (Arrow) or converted one slice at a time (pandas), never copied whole.
+memory stays bounded by the row-group size, not the file size. Arrow frames are sliced
+zero-copy; a pandas frame is converted once, column by column (see _pandas_to_table).
 """
 
 from __future__ import annotations
@@ -56,8 +56,13 @@ def list_frame_columns(spec: Any) -> list[str]:
     return dedupe_names([str(c) for c in spec.columns])
 
 
-def _pandas_slice_to_batch(df: Any) -> pa.RecordBatch:
-    """Convert column by column, by POSITION (pandas allows duplicate column names)."""
+def _pandas_to_table(df: Any) -> pa.Table:
+    """Convert column by column, by POSITION (pandas allows duplicate column names).
+
+    The whole frame is converted once (an Arrow copy beside the frame the caller already
+    holds) so every batch gets the same column types; converting slice by slice would type
+    a mixed column differently from one batch to the next.
+    """
     arrays = []
     for i in range(df.shape[1]):
         series = df.iloc[:, i]
@@ -66,7 +71,7 @@ def _pandas_slice_to_batch(df: Any) -> pa.RecordBatch:
         except (pa.ArrowInvalid, pa.ArrowTypeError):
             # a mixed-type object column (e.g. ints and strings): strings, nulls kept
             arrays.append(pa.array([None if v is None or v != v else str(v) for v in series], pa.string()))
-    return pa.RecordBatch.from_arrays(arrays, names=[f"f{i}" for i in range(len(arrays))])
+    return pa.Table.from_arrays(arrays, names=[f"f{i}" for i in range(len(arrays))])
 
 
 def read_frame(spec: Any, batch_rows: int) -> Iterator[pa.RecordBatch]:
@@ -80,10 +85,7 @@ def read_frame(spec: Any, batch_rows: int) -> Iterator[pa.RecordBatch]:
     elif isinstance(spec, pa.RecordBatch):
         source = [spec]
     else:
-        source = (
-            _pandas_slice_to_batch(spec.iloc[start : start + batch_rows])
-            for start in range(0, len(spec), batch_rows)
-        )
+        source = _pandas_to_table(spec).to_batches()
     for batch in source:
         for start in range(0, batch.num_rows, batch_rows):
             part = batch.slice(start, batch_rows)

@@ -2,8 +2,8 @@
 
 Not through SQLAlchemy: duckdb-engine breaks with SQLAlchemy >= 2.0.45 (see DESIGN.md).
 The file is opened read-only so that a sync never takes the write lock of a database
-another process (a dbt run, a notebook) is writing; `to_arrow_reader` (duckdb 2.x; it was
-`fetch_record_batch` in 1.x) streams record batches.
+another process (a dbt run, a notebook) is writing; the relation's Arrow reader streams
+record batches.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from destinations.outreach_magic.exceptions import SourceError
 
 from ._common import add_provenance, dedupe_names
 
-
-# duckdb 2.x renamed the 1.x `fetch_record_batch` to `to_arrow_reader`
+# A relation's streaming Arrow reader: `to_arrow_reader` in duckdb 2.x, `fetch_arrow_reader` in 1.x.
+# (On a DB-API result, duckdb 2.x warns that Arrow output makes an extra copy of the rows.)
 _ARROW_READER = (
-    "to_arrow_reader" if hasattr(duckdb.DuckDBPyConnection, "to_arrow_reader") else "fetch_record_batch"
+    "to_arrow_reader" if hasattr(duckdb.DuckDBPyRelation, "to_arrow_reader") else "fetch_arrow_reader"
 )
 
 
@@ -62,8 +62,7 @@ def read_duckdb(
     con = _connect(path)
     try:
         try:
-            result = con.execute(sql)
-            reader = getattr(result, _ARROW_READER)(batch_rows)
+            reader = getattr(con.sql(sql), _ARROW_READER)(batch_rows)
         except duckdb.Error as exc:
             raise SourceError(f"{path}: {label}: {exc}") from exc
         names = dedupe_names(reader.schema.names)

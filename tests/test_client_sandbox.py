@@ -15,7 +15,7 @@ import orjson
 import pytest
 
 from destinations.outreach_magic.client import DeliveryClient, DeliveryStats, ItemOutcome
-from destinations.outreach_magic.exceptions import AuthenticationError
+from destinations.outreach_magic.exceptions import ApiUnavailableError, AuthenticationError
 from sandbox import RunningSandbox
 from tests.sandbox_helpers import sandbox_companies, sandbox_leads, sandbox_stats
 
@@ -147,3 +147,13 @@ def test_real_413s_split_batches_and_reject_only_the_oversized_item(
     assert {k for k, o in outcomes.items() if o.status == "applied"} == set(range(60)) - {7, 49}
     assert stats.splits > 0
     assert len(sandbox_leads(sb.url, KEY)) == 58
+
+
+def test_a_server_slower_than_the_timeout_is_retried_then_reported_unreachable(
+    sandbox_factory: Callable[..., RunningSandbox],
+) -> None:
+    sb = sandbox_factory(latency_ms=400)
+    client = DeliveryClient(api_key=KEY, base_url=sb.url, timeout=0.1, max_attempts=2, backoff_base=0.01)
+    with pytest.raises(ApiUnavailableError, match=r"after 2 attempts \(last: ReadTimeout\)"):
+        client.deliver(make_events(5), lambda _: None)
+

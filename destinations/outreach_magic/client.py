@@ -98,7 +98,10 @@ class DeliveryStats:
     ``requests`` counts every HTTP attempt (including retries and split halves);
     ``retries`` the re-sends of the same batch after a failure or a 429/503;
     ``throttled`` the 429 answers; ``splits`` the 413 answers that split a batch;
-    ``items_sent`` the items pulled from the iterator and sent at least once.
+    ``items_sent`` the items pulled from the iterator and sent at least once;
+    ``max_concurrency_seen`` the most requests in flight at once; ``min_concurrency_limit``
+    the lowest the AIMD limit fell (below ``max_concurrency`` means the API asked us to
+    slow down); ``status_counts`` every answer by status code or transport error name.
     """
 
     requests: int = 0

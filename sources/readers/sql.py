@@ -115,28 +115,37 @@ def read_sql_table(
     from dlt.sources.sql_database import sql_table
 
     schema, name = _split(table)
-    incremental = None
+
+    def make(start: Any) -> Any:
+        incremental = None
+        if cursor_column is not None:
+            incremental = dlt.sources.incremental(
+                cursor_column,
+                initial_value=start,
+                range_start="closed" if cursor_inclusive else "open",
+                on_cursor_value_missing="include",
+            )
+        try:
+            return sql_table(
+                credentials=normalize_url(url),
+                table=name,
+                schema=schema,
+                backend="pyarrow",
+                chunk_size=batch_rows,
+                incremental=incremental,
+                reflection_level="full",
+            )
+        except Exception as exc:
+            raise _fail(url, table, exc) from exc
+
+    resource = make(None if isinstance(cursor_start, str) else cursor_start)
     if cursor_column is not None:
-        incremental = dlt.sources.incremental(
-            cursor_column,
-            initial_value=cursor_start,
-            range_start="closed" if cursor_inclusive else "open",
-            on_cursor_value_missing="include",
-        )
-    try:
-        resource = sql_table(
-            credentials=normalize_url(url),
-            table=name,
-            schema=schema,
-            backend="pyarrow",
-            chunk_size=batch_rows,
-            incremental=incremental,
-            reflection_level="full",
-        )
-    except Exception as exc:
-        raise _fail(url, table, exc) from exc
-    if cursor_column is not None and cursor_column not in resource.columns:  # type: ignore[operator]
-        raise SourceError(f"{redact(url)}: {table}: no cursor column {cursor_column!r}")
+        columns: Any = resource.columns
+        if cursor_column not in columns:
+            raise SourceError(f"{redact(url)}: {table}: no cursor column {cursor_column!r}")
+        if isinstance(cursor_start, str):
+            # a high-water mark persisted as JSON comes back as ISO text: type it like the column
+            resource = make(_coerce_start(cursor_start, columns[cursor_column].get("data_type"), url, table))
     row = 1
     names: list[str] | None = None
     items = iter(resource)
@@ -156,6 +165,22 @@ def read_sql_table(
                 part = batch.slice(start, batch_rows)
                 yield add_provenance(part, table, row, names)
                 row += part.num_rows
+
+
+def _coerce_start(value: str, data_type: str | None, url: str, table: str) -> Any:
+    """ISO text -> datetime/date for timestamp/date cursors (`Z` accepted); other types unchanged."""
+    from datetime import date, datetime
+
+    try:
+        if data_type == "timestamp":
+            return datetime.fromisoformat(value.replace("Z", "+00:00"))
+        if data_type == "date":
+            return date.fromisoformat(value)
+        if data_type == "bigint":
+            return int(value)
+    except ValueError as exc:
+        raise SourceError(f"{redact(url)}: {table}: cursor_start {value!r} is not a valid {data_type}") from exc
+    return value
 
 
 def read_sql_query(url: str, query: str, batch_rows: int) -> Iterator[pa.RecordBatch]:

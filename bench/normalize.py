@@ -106,13 +106,23 @@ def machine() -> str:
     )
 
 
-def _best_of(fn: object, table: pa.Table, repeat: int) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn(table)  # type: ignore[operator]
-        best = min(best, time.perf_counter() - start)
-    return best
+def _timed(fn: object, table: pa.Table) -> tuple[float, float]:
+    """Wall and CPU seconds of one call (CPU time is what a shared, loaded machine distorts least)."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    fn(table)  # type: ignore[operator]
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def _best_of(fn: object, table: pa.Table, repeat: int) -> tuple[float, float]:
+    runs = [_timed(fn, table) for _ in range(repeat)]
+    return min(r[0] for r in runs), min(r[1] for r in runs)
+
+
+def _load() -> str:
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "n/a"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -149,20 +159,23 @@ def main(argv: list[str] | None = None) -> int:
 
     for fn in (identifiers._email, identifiers._profile_url, identifiers._domain):
         fn.cache_clear()
-    start = time.perf_counter()
+    print(f"load average before: {_load()}")
+    start = time.perf_counter(), time.process_time()
     result = normalize_table(table)
-    cold = time.perf_counter() - start
+    cold = time.perf_counter() - start[0], time.process_time() - start[1]
     warm = _best_of(run, table, 2)
     base = _best_of(baseline, table, 3)
+    print(f"load average after:  {_load()}")
     rows = args.rows
     print(f"invalid cells: {len(result.errors):,}")
-    print(f"baseline lower+strip : {base:8.3f}s  {rows / base:>12,.0f} rows/s")
-    print(f"normalize_table cold : {cold:8.3f}s  {rows / cold:>12,.0f} rows/s  ({cold / base:.1f}x baseline time)")
-    print(f"normalize_table warm : {warm:8.3f}s  {rows / warm:>12,.0f} rows/s  ({warm / base:.1f}x baseline time)")
+    print(f"{'':22s} {'wall s':>8s} {'rows/s wall':>12s} {'cpu s':>8s} {'rows/s cpu':>12s} {'x baseline cpu':>15s}")
+    for label, (wall, cpu) in (("baseline lower+strip", base), ("normalize_table cold", cold),
+                               ("normalize_table warm", warm)):  # fmt: skip
+        print(f"{label:22s} {wall:8.3f} {rows / wall:12,.0f} {cpu:8.3f} {rows / cpu:12,.0f} {cpu / base[1]:15.1f}")
     target = 200_000
-    verdict = "meets" if rows / cold >= target else "MISSES"
-    print(f"target {target:,} rows/s (cold): {verdict}")
-    return 0 if rows / cold >= target else 1
+    verdict = "meets" if rows / cold[0] >= target else "MISSES"
+    print(f"target {target:,} rows/s, cold, wall clock: {verdict}")
+    return 0 if rows / cold[0] >= target else 1
 
 
 if __name__ == "__main__":

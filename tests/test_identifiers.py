@@ -637,7 +637,7 @@ _PIECES = st.sampled_from(
      "/company/", "/sales/lead/", "/mwlite", "/comm", "/pub/", "ACoAA", "ACwAA", "acwaa", "jane", "Doe", "-",
      "_", "1a", "%C3%A9", "?trk=x", "#f", "/", ",NAME_SEARCH", "@", "example", ".com", ".co.uk", ".github.io",
      ".", ":8080", " ", "\u00a0", "ü", "xn--", "email_not_unlocked", "n/a", "9", "%FF", "\\", "\t", ".ck",
-     "www", ".uk", "co", ".herokuapp.com", "mailto:", "<", ">", "1,2", "k"]
+     "www", ".uk", "co", ".herokuapp.com", "mailto:", "MAILTO:", "<", ">", "?", '"', "1,2", "k"]
 )  # fmt: skip
 
 

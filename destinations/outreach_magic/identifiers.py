@@ -862,16 +862,33 @@ def _fast_company(arr: pa.Array) -> tuple[pa.Array, pa.Array]:
     return mask, pc.binary_join_element_wise("https://www.linkedin.com/", kind, "/", slug, "/", "")
 
 
+_ATOM_NO_QUERY = _ATOM.replace("?", "")
+_MAILTO_FAST = rf"^mailto:{_ATOM_NO_QUERY}(?:\.{_ATOM_NO_QUERY})*@{_ASCII_DOMAIN}(?:\?[\x21-\x7e]*)?$"
+_ANGLE_FAST = rf"^[^<>?]*<{EMAIL_FAST_PATTERN[1:-1]}>$"  # "Jane Doe <jane@example.com>"
+
+
 def _fast_email(arr: pa.Array) -> tuple[pa.Array, pa.Array]:
-    mask, lowered = _settled(arr, EMAIL_FAST_PATTERN, 254, lower=True)
+    """Plain addresses, ``mailto:`` links and ``Name <address>`` forms, lower-cased."""
+    lowered = pc.ascii_lower(pc.ascii_trim_whitespace(arr))
+    plain = pc.fill_null(pc.match_substring_regex(lowered, EMAIL_FAST_PATTERN), False)
+    address = lowered
+    settled = plain
+    for pattern, extract in (
+        (_MAILTO_FAST, lambda x: _nth(pc.utf8_slice_codeunits(x, 7), "?", 0)),
+        (_ANGLE_FAST, lambda x: _nth(_nth(x, "<", 1), ">", 0)),
+    ):
+        wrapped = pc.fill_null(pc.match_substring_regex(lowered, pattern), False)
+        if pc.any(wrapped).as_py():
+            address = pc.replace_with_mask(address, wrapped, extract(lowered.filter(wrapped)))
+            settled = pc.or_(settled, wrapped)
     mask = pc.and_(
-        mask,
+        pc.and_(settled, pc.fill_null(pc.less_equal(pc.utf8_length(address), 254), False)),
         pc.and_(
-            pc.fill_null(pc.less_equal(pc.find_substring(lowered, "@"), 64), False),
-            pc.invert(pc.fill_null(pc.starts_with(lowered, APOLLO_LOCKED_LOCAL + "@"), True)),
+            pc.fill_null(pc.less_equal(pc.find_substring(address, "@"), 64), False),
+            pc.invert(pc.fill_null(pc.starts_with(address, APOLLO_LOCKED_LOCAL + "@"), True)),
         ),
     )
-    return mask, lowered.filter(mask)
+    return mask, address.filter(mask)
 
 
 @dataclass(frozen=True)

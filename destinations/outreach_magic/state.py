@@ -5,7 +5,9 @@ survive a run (identity index, last confirmed values, ledger, row hashes) lives 
 file whose path can point at durable storage. It holds personal data, so it is created
 readable by its owner only, and it never holds the API key.
 
-Tables (``facts`` in wide form, one column per contract field, so a diff is a join):
+Tables (wide: one column per contract field, so a diff is a join). None has a primary
+key: uniqueness is kept by the writers (``staging.py``), because DuckDB's index upserts
+cost several times a plain append at these volumes.
 
 * ``identity(entity_type, kind, value, entity_id, confirmed_at)``: every identifier the API
   confirmed, mapped to a local entity id (first come keeps it, like the server's own rule);
@@ -31,7 +33,7 @@ import duckdb
 from . import settings as s
 from .exceptions import ConfigurationError
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
 
 
 def _cols(fields: tuple[str, ...]) -> str:
@@ -41,26 +43,22 @@ def _cols(fields: tuple[str, ...]) -> str:
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
 CREATE TABLE IF NOT EXISTS identity (
-    entity_type VARCHAR, kind VARCHAR, value VARCHAR, entity_id BIGINT, confirmed_at TIMESTAMP,
-    PRIMARY KEY (entity_type, kind, value));
+    entity_type VARCHAR, kind VARCHAR, value VARCHAR, entity_id BIGINT, confirmed_at TIMESTAMP);
 CREATE TABLE IF NOT EXISTS lead_state (
-    entity_id BIGINT PRIMARY KEY, {_cols(s.LEAD_ATTRIBUTES)}, company_entity_id BIGINT, confirmed_at TIMESTAMP);
+    entity_id BIGINT, {_cols(s.LEAD_ATTRIBUTES)}, company_entity_id BIGINT, confirmed_at TIMESTAMP);
 CREATE TABLE IF NOT EXISTS company_state (
-    entity_id BIGINT PRIMARY KEY, {_cols(s.COMPANY_ATTRIBUTES)}, confirmed_at TIMESTAMP);
+    entity_id BIGINT, {_cols(s.COMPANY_ATTRIBUTES)}, confirmed_at TIMESTAMP);
 CREATE TABLE IF NOT EXISTS lead_ws_state (
-    entity_id BIGINT, workspace_id VARCHAR, {_cols(s.WORKSPACE_ATTRIBUTES)}, confirmed_at TIMESTAMP,
-    PRIMARY KEY (entity_id, workspace_id));
+    entity_id BIGINT, workspace_id VARCHAR, {_cols(s.WORKSPACE_ATTRIBUTES)}, confirmed_at TIMESTAMP);
 CREATE TABLE IF NOT EXISTS company_ws_state (
-    entity_id BIGINT, workspace_id VARCHAR, {_cols(s.WORKSPACE_ATTRIBUTES)}, confirmed_at TIMESTAMP,
-    PRIMARY KEY (entity_id, workspace_id));
+    entity_id BIGINT, workspace_id VARCHAR, {_cols(s.WORKSPACE_ATTRIBUTES)}, confirmed_at TIMESTAMP);
 CREATE TABLE IF NOT EXISTS conn_state (
-    entity_id BIGINT, sender VARCHAR, linkedin_connection_level VARCHAR, confirmed_at TIMESTAMP,
-    PRIMARY KEY (entity_id, sender));
+    entity_id BIGINT, sender VARCHAR, linkedin_connection_level VARCHAR, confirmed_at TIMESTAMP);
 CREATE TABLE IF NOT EXISTS rejected (
     run_id VARCHAR, origin VARCHAR, source VARCHAR, row BIGINT, "column" VARCHAR, value VARCHAR,
     reason VARCHAR, row_hash BIGINT, created_at TIMESTAMP);
 CREATE TABLE IF NOT EXISTS rejected_events (content_hash UBIGINT PRIMARY KEY, run_id VARCHAR, reason VARCHAR);
-CREATE TABLE IF NOT EXISTS row_hashes (hash BIGINT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS row_hashes (hash BIGINT);
 CREATE TABLE IF NOT EXISTS runs (
     run_id VARCHAR PRIMARY KEY, started_at TIMESTAMP, finished_at TIMESTAMP, report JSON);
 CREATE SEQUENCE IF NOT EXISTS entity_seq START 1;

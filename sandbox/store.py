@@ -33,6 +33,28 @@ _COMPANY_ATTRS = s.COMPANY_ATTRIBUTES
 _WS_ATTRS = s.WORKSPACE_ATTRIBUTES
 
 Idents = dict[str, "str | tuple[str, ...]"]
+_MASK_96 = (1 << 96) - 1
+_PLANS_MAX = 1024
+Plan = tuple[bool, tuple[str, ...], tuple[str, ...], bool, tuple[str, ...], tuple[str, ...], tuple[str, ...], bool, bool]
+
+
+def _plan(keys: tuple[str, ...]) -> Plan:
+    """What an event with exactly these (non-null) keys touches, fields in priority order.
+
+    Events of one sync share a few key sets, so this runs once per key set, not per event.
+    """
+    present = set(keys)
+    return (
+        "unified_lead_id" in present,
+        tuple(f for f in _LEAD_KEYS if f in present),
+        tuple(f for f in _LEAD_ATTRS if f in present),
+        "unified_company_id" in present,
+        tuple(f for f in _COMPANY_KEYS if f in present),
+        tuple(f for f in _COMPANY_ATTRS if f in present),
+        tuple(f for f in _WS_ATTRS if f in present),
+        "workspace_id" in present,
+        "sender" in present,
+    )
 
 
 def _values(stored: str | tuple[str, ...]) -> list[str]:
@@ -52,10 +74,11 @@ def _add_ident(idents: Idents, field: str, value: str) -> None:
 class _Side:
     """One kind of record (leads or companies): ids, identifiers, attributes, indexes."""
 
-    __slots__ = ("attrs", "by_uid", "ident_fields", "idents", "index", "uids")
+    __slots__ = ("attrs", "by_uid", "ident_fields", "idents", "index", "next_uid", "uids")
 
-    def __init__(self, ident_fields: tuple[str, ...]) -> None:
+    def __init__(self, ident_fields: tuple[str, ...], first_uid: int) -> None:
         self.ident_fields = ident_fields
+        self.next_uid = first_uid
         self.uids: list[str] = []
         self.idents: list[Idents] = []
         self.attrs: list[dict[str, str]] = []
@@ -86,8 +109,9 @@ class Tenant:
     def __init__(self, tenant_id: str, rng: random.Random) -> None:
         self.tenant_id = tenant_id
         self._rng = rng
-        self.leads = _Side(_LEAD_KEYS)
-        self.companies = _Side(_COMPANY_KEYS)
+        self.leads = _Side(_LEAD_KEYS, rng.getrandbits(96))
+        self.companies = _Side(_COMPANY_KEYS, rng.getrandbits(96))
+        self._plans: dict[tuple[str, ...], Plan] = {}
         self.lead_company: list[int] = []  # lead index -> company index, -1 for none
         self.lead_ws: dict[tuple[str, int], dict[str, Any]] = {}
         self.company_ws: dict[tuple[str, int], dict[str, Any]] = {}
@@ -125,8 +149,11 @@ class Tenant:
 
     # --------------------------------------------------------------------- ids
     def _new_uid(self, side: _Side) -> str:
+        """A fresh 24-hex id: a random 96-bit start per tenant and side, then a counter
+        (cheaper than drawing 96 random bits per record; restored ids are skipped)."""
         while True:
-            uid = f"{self._rng.getrandbits(96):024x}"
+            side.next_uid += 1
+            uid = f"{side.next_uid & _MASK_96:024x}"
             if uid not in side.by_uid:
                 return uid
 
@@ -138,94 +165,75 @@ class Tenant:
         whole item before anything changes (**ours**: otherwise resending the event
         would create a second record); with other identifiers it is skipped.
         """
-        get = ev.get
+        if None in ev.values():  # null means "not provided" (ours): drop, then plan by keys
+            ev = {k: v for k, v in ev.items() if v is not None}
+        keys = tuple(ev)
+        plan = self._plans.get(keys)
+        if plan is None:
+            if len(self._plans) >= _PLANS_MAX:
+                self._plans.clear()
+            plan = self._plans[keys] = _plan(keys)
+        lead_uid_f, lead_ids, lead_attrs, co_uid_f, co_ids, co_attrs, ws_attrs, has_ws, has_sender = plan
         leads, companies = self.leads, self.companies
-        lead_uid = get("unified_lead_id")
-        lead_idx = -1
-        has_lead = lead_uid is not None
-        if has_lead:
-            lead_idx = leads.by_uid.get(lead_uid, -1)  # type: ignore[arg-type]
-        else:
-            for f in _LEAD_KEYS:
-                if get(f) is not None:
-                    has_lead = True
-                    break
-        company_uid = get("unified_company_id")
-        company_idx = -1
-        has_company = company_uid is not None
-        if has_company:
-            company_idx = companies.by_uid.get(company_uid, -1)  # type: ignore[arg-type]
-        else:
-            for f in _COMPANY_KEYS:
-                if get(f) is not None:
-                    has_company = True
-                    break
-        if lead_uid is not None and lead_idx < 0 and all(get(f) is None for f in _LEAD_KEYS):
-            return UNKNOWN_LEAD_ID
-        if company_uid is not None and company_idx < 0 and all(get(f) is None for f in _COMPANY_KEYS):
-            return UNKNOWN_COMPANY_ID
+        lead_idx = company_idx = -1
+        if lead_uid_f:
+            lead_idx = leads.by_uid.get(ev["unified_lead_id"], -1)
+            if lead_idx < 0 and not lead_ids:
+                return UNKNOWN_LEAD_ID
+        if co_uid_f:
+            company_idx = companies.by_uid.get(ev["unified_company_id"], -1)
+            if company_idx < 0 and not co_ids:
+                return UNKNOWN_COMPANY_ID
+        has_lead = lead_uid_f or bool(lead_ids)
+        has_company = co_uid_f or bool(co_ids)
 
         if has_company:
-            company_idx = self._upsert(companies, company_idx, _COMPANY_KEYS, _COMPANY_ATTRS, ev)
+            company_idx = self._upsert(companies, company_idx, co_ids, co_attrs, ev)
             if self.track_dirty:
                 self.dirty_companies.add(company_idx)
         if has_lead:
-            lead_idx = self._upsert(leads, lead_idx, _LEAD_KEYS, _LEAD_ATTRS, ev)
+            lead_idx = self._upsert(leads, lead_idx, lead_ids, lead_attrs, ev)
             if lead_idx == len(self.lead_company):
-                self.lead_company.append(-1)
-            if company_idx >= 0:
+                self.lead_company.append(company_idx)
+            elif company_idx >= 0:
                 self.lead_company[lead_idx] = company_idx  # the last company named wins
             if self.track_dirty:
                 self.dirty_leads.add(lead_idx)
-            sender = get("sender")
-            if sender is not None:
-                self.connections[(sender, lead_idx)] = ev["linkedin_connection_level"]
-
-        workspace = get("workspace_id")
-        if workspace is not None:
+            if has_sender:
+                self.connections[(ev["sender"], lead_idx)] = ev["linkedin_connection_level"]
+        if has_ws:
             if has_lead:
-                key, store = (workspace, lead_idx), self.lead_ws
+                key, store = (ev["workspace_id"], lead_idx), self.lead_ws
             else:
-                key, store = (workspace, company_idx), self.company_ws
+                key, store = (ev["workspace_id"], company_idx), self.company_ws
             ws = store.get(key)
             if ws is None:
                 ws = store[key] = {}
-            for f in _WS_ATTRS:
-                value = get(f)
-                if value is not None:
-                    ws[f] = tuple(value) if f == "tags" else value  # tags replace the stored list
+            for f in ws_attrs:
+                ws[f] = tuple(ev[f]) if f == "tags" else ev[f]  # tags replace the stored list
         return None
 
     def _upsert(
-        self, side: _Side, idx: int, keys: tuple[str, ...], attr_fields: tuple[str, ...], ev: dict[str, Any]
+        self, side: _Side, idx: int, id_fields: tuple[str, ...], attr_fields: tuple[str, ...], ev: dict[str, Any]
     ) -> int:
         """Match by priority (``idx`` is the unified id's match, or -1), attach, set attributes."""
-        get = ev.get
         index = side.index
+        matched = [(f, ev[f].lower() if f == "lead_email" else ev[f]) for f in id_fields]
         if idx < 0:
-            for f in keys:
-                value = get(f)
-                if value is not None:
-                    found = index[f].get(_key(f, value), -1)
-                    if found >= 0:
-                        idx = found
-                        break
+            for f, k in matched:
+                idx = index[f].get(k, -1)
+                if idx >= 0:
+                    break
         if idx < 0:
             idx = side.create(self._new_uid(side))
         idents = side.idents[idx]
-        for f in keys:
-            value = get(f)
-            if value is not None:
-                k = _key(f, value)
-                by = index[f]
-                if k not in by:  # an identifier already on another record stays there (ours)
-                    by[k] = idx
-                    _add_ident(idents, f, value)
-        attrs = side.attrs[idx]
-        for f in attr_fields:
-            value = get(f)
-            if value is not None:  # null never clears (ours)
-                attrs[f] = value
+        for f, k in matched:
+            by = index[f]
+            if k not in by:  # an identifier already on another record stays there (ours)
+                by[k] = idx
+                _add_ident(idents, f, ev[f])
+        if attr_fields:
+            side.attrs[idx].update(zip(attr_fields, [ev[f] for f in attr_fields]))
         return idx
 
     # ---------------------------------------------------------------- views

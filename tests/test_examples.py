@@ -39,9 +39,9 @@ def test_every_example_has_a_help_page(name: str, capsys: pytest.CaptureFixture[
 
 
 def test_an_example_runs_as_a_module_into_the_embedded_sandbox(tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "pipelines.examples.sql_model", "--sample", str(tmp_path / "crm.duckdb"),
-                           "--sandbox", "--json", "--state", str(tmp_path / "s.duckdb"), "--workspace-id", WS],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    cmd = [sys.executable, "-m", "pipelines.examples.sql_model", "--sample", str(tmp_path / "crm.duckdb"),
+           "--sandbox", "--json", "--state", str(tmp_path / "s.duckdb"), "--workspace-id", WS]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
     report = json.loads(proc.stdout)
     assert proc.returncode == report["exit_code"] == 0, proc.stderr
     assert report["applied"] == report["events"] == 4

@@ -42,9 +42,7 @@ def test_missing_and_unknown_key_are_401_and_not_counted(sandbox_server: Running
         r = raw(sandbox_server, b"{}", headers)
         assert r.status_code == 401 and r.json() == {"error": s.INVALID_API_KEY_MESSAGE}
     assert sandbox_stats(sandbox_server.url, "test-key")["requests"] == 0
-    assert (
-        CLIENT.get(f"{sandbox_server.url}/_sandbox/stats", headers={"x-api-key": "nope"}).status_code == 401
-    )
+    assert CLIENT.get(f"{sandbox_server.url}/_sandbox/stats", headers={"x-api-key": "nope"}).status_code == 401
 
 
 def test_key_is_checked_before_content_type(sandbox_server: RunningSandbox) -> None:
@@ -109,20 +107,14 @@ def test_partial_success_reports_indexes_and_applies_valid_items(sandbox_server:
     j = r.json()
     assert r.status_code == 200 and j["success"] == 2 and j["total"] == 4 and j["errors"]["count"] == 2
     assert [d["index"] for d in j["errors"]["details"]] == [1, 2]
-    assert j["errors"]["details"][0]["error"] == [
-        {"msg": s.WORKSPACE_RULE_MESSAGE, "type": "value_error", "loc": []}
-    ]
+    assert j["errors"]["details"][0]["error"] == [{"msg": s.WORKSPACE_RULE_MESSAGE, "type": "value_error", "loc": []}]
     assert j["errors"]["details"][1]["error"][0]["type"] == "dict_type"
-    emails = sorted(
-        e for ld in sandbox_leads(sandbox_server.url, "test-key") for e in ld["identifiers"]["lead_email"]
-    )
+    emails = sorted(e for ld in sandbox_leads(sandbox_server.url, "test-key") for e in ld["identifiers"]["lead_email"])
     assert emails == ["jane.doe@example.com", "y@example.com"]
 
 
 def test_all_items_invalid_is_still_200(sandbox_server: RunningSandbox) -> None:
-    r = post_events(
-        sandbox_server.url, "test-key", [{"event": "update_attributes", "lead_email": "not an email"}]
-    )
+    r = post_events(sandbox_server.url, "test-key", [{"event": "update_attributes", "lead_email": "not an email"}])
     assert r.status_code == 200 and r.json()["success"] == 0 and r.json()["errors"]["count"] == 1
     assert "not an email" not in r.text, "errors never echo the submitted value"
 

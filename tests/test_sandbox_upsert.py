@@ -85,19 +85,14 @@ def test_new_identifiers_are_attached_to_the_matched_lead(sandbox_server: Runnin
 def test_unknown_unified_id_alone_fails_and_applies_nothing(sandbox_server: RunningSandbox) -> None:
     result = send(
         sandbox_server,
-        ev(
-            unified_lead_id="a" * 24, lead_first_name="Ghost", company_domain="g.co", workspace_id=WS, icp="X"
-        ),
+        ev(unified_lead_id="a" * 24, lead_first_name="Ghost", company_domain="g.co", workspace_id=WS, icp="X"),
     )
     assert result["success"] == 0
     [entry] = result["errors"]["details"][0]["error"]
     assert entry["type"] == "value_error" and entry["msg"] == "Value error: unified_lead_id matches no lead"
     assert leads(sandbox_server) == [] and sandbox_companies(sandbox_server.url, "test-key") == []
     result = send(sandbox_server, ev(unified_company_id="b" * 24, company_name="Ghost Co"))
-    assert (
-        result["errors"]["details"][0]["error"][0]["msg"]
-        == "Value error: unified_company_id matches no company"
-    )
+    assert result["errors"]["details"][0]["error"][0]["msg"] == "Value error: unified_company_id matches no company"
     assert sandbox_companies(sandbox_server.url, "test-key") == []
 
 
@@ -128,9 +123,7 @@ def test_company_matching_and_last_company_named_wins(sandbox_server: RunningSan
         sandbox_server,
         ev(lead_email="a@example.com", company_linkedin_url="https://www.linkedin.com/company/two/"),
     )
-    companies = {
-        c["attributes"]["company_name"]: c for c in sandbox_companies(sandbox_server.url, "test-key")
-    }
+    companies = {c["attributes"]["company_name"]: c for c in sandbox_companies(sandbox_server.url, "test-key")}
     assert set(companies) == {"One", "Two"}
     [lead] = leads(sandbox_server)
     assert lead["unified_company_id"] == companies["Two"]["unified_company_id"]
@@ -146,9 +139,7 @@ def test_company_matching_and_last_company_named_wins(sandbox_server: RunningSan
             company_industry="Software",
         ),
     )
-    companies = {
-        c["attributes"]["company_name"]: c for c in sandbox_companies(sandbox_server.url, "test-key")
-    }
+    companies = {c["attributes"]["company_name"]: c for c in sandbox_companies(sandbox_server.url, "test-key")}
     assert companies["One"]["attributes"]["company_industry"] == "Software"
     assert companies["One"]["identifiers"]["company_linkedin_url"] == []
 
@@ -258,9 +249,7 @@ def test_tenants_are_isolated(sandbox_server: RunningSandbox) -> None:
     [mine] = leads(sandbox_server)
     assert leads(sandbox_server, "other-key") == []
     # another tenant's unified id is unknown here
-    result = send(
-        sandbox_server, ev(unified_lead_id=mine["unified_lead_id"], lead_first_name="X"), key="other-key"
-    )
+    result = send(sandbox_server, ev(unified_lead_id=mine["unified_lead_id"], lead_first_name="X"), key="other-key")
     assert result["success"] == 0
     send(sandbox_server, ev(lead_email="a@example.com", company_domain="a.co"), key="other-key")
     [theirs] = leads(sandbox_server, "other-key")

@@ -213,14 +213,120 @@ def validate_item(item: Any) -> tuple[UpdateAttributesEvent | None, list[ErrorEn
         return None, _entries(exc)
 
 
-_ALLOWED_KEYS: frozenset[str] = frozenset(s.ALL_FIELDS)
-_FORMAT_MATCH: dict[str, Any] = {field: rule[0].match for field, rule in _FORMATS.items()}
-_WORKSPACE_ATTRIBUTES = s.WORKSPACE_ATTRIBUTES
-_LEAD_IDENTIFIERS = s.LEAD_IDENTIFIERS
-_COMPANY_IDENTIFIERS = s.COMPANY_IDENTIFIERS
-_LEAD_ATTRIBUTES = s.LEAD_ATTRIBUTES
-_COMPANY_ATTRIBUTES = s.COMPANY_ATTRIBUTES
+# Fast path: one bit per field group, one dict lookup per key.
+_EVENT, _WS_ID, _WS_ATTR, _TAGS, _LEAD_ID, _LEAD_ATTR, _CO_ID, _CO_ATTR, _SENDER, _LEVEL, _OTHER = (
+    1 << n for n in range(11)
+)
+
+
+def _fast_spec() -> dict[str, tuple[int, Any]]:
+    spec: dict[str, tuple[int, Any]] = {}
+    groups = [
+        (("event",), _EVENT), (("platform",), _OTHER), ((s.WORKSPACE_ID,), _WS_ID),
+        (tuple(f for f in s.WORKSPACE_ATTRIBUTES if f != "tags"), _WS_ATTR), (("tags",), _TAGS | _WS_ATTR),
+        (s.LEAD_IDENTIFIERS, _LEAD_ID), (s.LEAD_ATTRIBUTES, _LEAD_ATTR), (s.COMPANY_IDENTIFIERS, _CO_ID),
+        (s.COMPANY_ATTRIBUTES, _CO_ATTR), (("sender",), _SENDER), (("linkedin_connection_level",), _LEVEL),
+    ]
+    for fields, bit in groups:
+        for f in fields:
+            rule = _FORMATS.get(f)
+            spec[f] = (bit, (_QUICK[f], rule[0].match) if rule else None)
+    assert set(spec) == set(s.ALL_FIELDS)
+    return spec
+
+
+_HEX = "0123456789abcdef"
+
+
+def _quick_hex_id(v: str) -> bool:
+    return len(v) == 24 and not v.strip(_HEX)
+
+
+def _quick_email(v: str) -> bool:
+    # printable and no space => no whitespace (every Unicode space but " " is unprintable)
+    at = v.find("@")
+    return (
+        at > 0 and v.count("@") == 1 and v.find(".", at + 2, len(v) - 1) != -1
+        and " " not in v and v.isprintable()
+    )
+
+
+def _quick_domain(v: str) -> bool:
+    return (
+        v.find(".", 1, len(v) - 1) != -1 and " " not in v and "/" not in v and ":" not in v and "@" not in v
+        and v.isprintable()
+    )
+
+
+def _quick_url(prefix: str, trailing_slash: bool) -> Any:
+    """``prefix`` + one path segment (+ an optional "/"), or + anything printable without spaces."""
+    cut = len(prefix)
+
+    def check(v: str) -> bool:
+        if not v.startswith(prefix):
+            return False
+        rest = v[cut:-1] if trailing_slash and v.endswith("/") else v[cut:]
+        if not rest or " " in rest or not rest.isprintable():
+            return False
+        return not trailing_slash or ("/" not in rest and "?" not in rest and "#" not in rest)
+
+    return check
+
+
+# Sufficient conditions, cheaper than the regexes (a few C string calls instead of a
+# backtracking match): True implies the contract's regex matches; False says nothing,
+# and the regex decides. ``test_sandbox_fastpath`` checks the implication.
+_QUICK: dict[str, Any] = {
+    "workspace_id": _quick_hex_id,
+    "unified_lead_id": _quick_hex_id,
+    "unified_company_id": _quick_hex_id,
+    "lead_email": _quick_email,
+    "company_domain": _quick_domain,
+    "lead_linkedin_url": _quick_url("https://www.linkedin.com/in/", True),
+    "sender": _quick_url("https://www.linkedin.com/in/", True),
+    "lead_sales_navigator_url": _quick_url("https://www.linkedin.com/sales/", False),
+    "company_linkedin_url": _quick_url("https://www.linkedin.com/company/", True),
+    "company_employee_count": lambda v: v.isascii() and v.isdigit(),
+}
+_FAST_SPEC = _fast_spec()
 _MIN, _MAX = s.MIN_STRING_LENGTH, s.MAX_STRING_LENGTH
+_LEVELS = frozenset(s.CONNECTION_LEVELS)
+
+
+_SHAPES: dict[tuple[Any, ...], tuple[tuple[tuple[str, Any, Any], ...], bool] | None] = {}
+_SHAPES_MAX = 1024
+_STR_ONLY = {str}
+_MISSING: Any = object()
+
+
+def _rules_hold(seen: int) -> bool:
+    """Rules 4 to 6 over the field groups present (the level's value is checked apart)."""
+    if seen & _WS_ATTR and not seen & _WS_ID:
+        return False
+    if seen & (_SENDER | _LEVEL) and (not seen & _SENDER or not seen & _LEVEL or not seen & _LEAD_ID):
+        return False
+    if not seen & (_LEAD_ID | _CO_ID):
+        return False
+    if seen & _LEAD_ATTR and not seen & _LEAD_ID:
+        return False
+    return not (seen & _CO_ATTR and not seen & _CO_ID)
+
+
+def _shape(keys: tuple[Any, ...]) -> tuple[tuple[tuple[str, Any, Any], ...], bool] | None:
+    """What a key tuple implies when every value is a non-null ``str``: the format checks
+    left to run and whether the level needs checking; None when the general path must judge."""
+    seen = 0
+    formats = []
+    for key in keys:
+        entry = _FAST_SPEC.get(key)
+        if entry is None or entry[0] & _TAGS:
+            return None
+        seen |= entry[0]
+        if entry[1] is not None:
+            formats.append((key, *entry[1]))
+    if not seen & _EVENT or not _rules_hold(seen):
+        return None
+    return tuple(formats), bool(seen & _LEVEL)
 
 
 def passes_fast_path(item: Any) -> bool:
@@ -235,58 +341,71 @@ def passes_fast_path(item: Any) -> bool:
     the verdicts cannot differ as long as "fast accepts => model accepts" holds, which
     ``tests/test_sandbox_fastpath.py`` checks over many generated events.
     """
-    if type(item) is not dict or not item.keys() <= _ALLOWED_KEYS:
+    if type(item) is not dict:
         return False
-    event = item.get("event")
-    if type(event) is not str or event != "update_attributes":
+    # Events of one sync share a few key sets: judge the key set once, then per event only
+    # the values (types and lengths through C-level map(), then the formats).
+    keys = tuple(item)
+    shape = _SHAPES.get(keys, _MISSING)
+    if shape is _MISSING:
+        shape = _shape(keys)
+        if len(_SHAPES) >= _SHAPES_MAX:
+            _SHAPES.clear()
+        _SHAPES[keys] = shape
+    if shape is None:
+        return _fast_general(item)
+    values = item.values()
+    if set(map(type, values)) != _STR_ONLY:
+        return _fast_general(item)
+    if min(map(len, values)) < _MIN or max(map(len, values)) > _MAX or item["event"] != "update_attributes":
         return False
-    fmt = _FORMAT_MATCH
+    formats, level = shape
+    for key, quick, match in formats:
+        value = item[key]
+        if not quick(value) and match(value) is None:
+            return False
+    return not level or item["linkedin_connection_level"] in _LEVELS
+
+
+def _fast_general(item: dict[Any, Any]) -> bool:
+    """The fast path for any dict: one pass over its keys (nulls, ``tags``, odd types)."""
+    spec = _FAST_SPEC
+    seen = 0
     for key, value in item.items():
+        entry = spec.get(key)
+        if entry is None:
+            return False  # unknown (or non-str) key
         if value is None:
             continue
-        if type(value) is str and key != "tags":
-            if not _MIN <= len(value) <= _MAX:
+        bit, match = entry
+        if type(value) is str:
+            if bit & _TAGS or not _MIN <= len(value) <= _MAX:
                 return False
-            match = fmt.get(key)
-            if match is not None and match(value) is None:
+            if match is not None and not match[0](value) and match[1](value) is None:
                 return False
-        elif key == "tags" and type(value) is list:
+        elif bit & _TAGS and type(value) is list:
             for tag in value:
                 if type(tag) is not str or not _MIN <= len(tag) <= _MAX:
                     return False
         else:
             return False
-    get = item.get
-    if get("workspace_id") is None:
-        for field in _WORKSPACE_ATTRIBUTES:
-            if get(field) is not None:
-                return False
-    has_lead = False
-    for field in _LEAD_IDENTIFIERS:
-        if get(field) is not None:
-            has_lead = True
-            break
-    has_company = False
-    for field in _COMPANY_IDENTIFIERS:
-        if get(field) is not None:
-            has_company = True
-            break
-    sender, level = get("sender"), get("linkedin_connection_level")
-    if (sender is not None or level is not None) and (
-        sender is None or level not in s.CONNECTION_LEVELS or not has_lead
+        seen |= bit
+    if not seen & _EVENT or item["event"] != "update_attributes":
+        return False
+    if seen & _WS_ATTR and not seen & _WS_ID:
+        return False
+    if seen & (_SENDER | _LEVEL) and (
+        not seen & _SENDER
+        or not seen & _LEVEL
+        or not seen & _LEAD_ID
+        or item["linkedin_connection_level"] not in _LEVELS
     ):
         return False
-    if not has_lead:
-        if not has_company:
-            return False
-        for field in _LEAD_ATTRIBUTES:
-            if get(field) is not None:
-                return False
-    if not has_company:
-        for field in _COMPANY_ATTRIBUTES:
-            if get(field) is not None:
-                return False
-    return True
+    if not seen & (_LEAD_ID | _CO_ID):
+        return False
+    if seen & _LEAD_ATTR and not seen & _LEAD_ID:
+        return False
+    return not (seen & _CO_ATTR and not seen & _CO_ID)
 
 
 def item_errors(item: Any) -> list[ErrorEntry]:

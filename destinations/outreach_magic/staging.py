@@ -286,9 +286,9 @@ class Staging:
         self._validate_suspects(bad)
         if self.partition is not None:
             index, count = self.partition
-            keep = {rid for rid, issues in bad.items()
+            mine = {rid for rid, issues in bad.items()
                     if zlib.crc32(f"{issues[0].source}:{issues[0].row}".encode()) % count == index}
-            bad = {rid: issues for rid, issues in bad.items() if rid in keep}
+            bad = {rid: issues for rid, issues in bad.items() if rid in mine}
             self._partial = [i for i in self._partial if zlib.crc32(f"{i.source}:{i.row}".encode()) % count == index]
         self.report.invalid += len(bad)
         for issues in bad.values():

@@ -40,17 +40,19 @@ WRAPPER_KEYS = ("data", "results")
 
 
 def _flatten(record: dict[str, Any], prefix: str, out: dict[str, Any]) -> None:
+    # `type(x) is` rather than isinstance: orjson only produces exact built-in types, and
+    # this loop runs once per field per record on both passes.
     for key, value in record.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            _flatten(value, f"{name}.", out)
-        elif isinstance(value, list):
-            if all(not isinstance(v, (dict, list)) for v in value):
-                out[name] = ("__list__", value)
+        t = type(value)
+        if t is dict:
+            _flatten(value, prefix + key + ".", out)
+        elif t is list:
+            if any(type(v) is dict or type(v) is list for v in value):
+                out[prefix + key] = ("__json__", orjson.dumps(value).decode())
             else:
-                out[name] = ("__json__", orjson.dumps(value).decode())
+                out[prefix + key] = ("__list__", value)
         else:
-            out[name] = value
+            out[prefix + key] = value
 
 
 def flatten(record: dict[str, Any]) -> dict[str, Any]:
@@ -59,17 +61,19 @@ def flatten(record: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+_KINDS: dict[type, str] = {bool: "bool", float: "float", str: "str"}
+
+
 def _kind(value: Any) -> str | None:
+    t = type(value)
+    if t is str or t is bool or t is float:
+        return _KINDS[t]
     if value is None:
         return None
-    if isinstance(value, tuple):
-        return _LIST if value[0] == "__list__" else _JSON
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, int):
+    if t is int:
         return "int" if -_INT64_MAX - 1 <= value <= _INT64_MAX else _BIGINT
-    if isinstance(value, float):
-        return "float"
+    if t is tuple:
+        return _LIST if value[0] == "__list__" else _JSON
     return "str"
 
 
@@ -78,11 +82,16 @@ class SchemaBuilder:
 
     def __init__(self) -> None:
         self.kinds: dict[str, set[str]] = {}
+        self._shapes: set[tuple[tuple[str, str | None], ...]] = set()
 
     def add(self, flat: dict[str, Any]) -> None:
-        for name, value in flat.items():
+        # Records of one export mostly share a shape: remember shapes already counted.
+        shape = tuple((name, _kind(value)) for name, value in flat.items())
+        if shape in self._shapes:
+            return
+        self._shapes.add(shape)
+        for name, k in shape:
             kinds = self.kinds.setdefault(name, set())
-            k = _kind(value)
             if k is not None:
                 kinds.add(k)
 

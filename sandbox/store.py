@@ -35,7 +35,8 @@ _WS_ATTRS = s.WORKSPACE_ATTRIBUTES
 Idents = dict[str, "str | tuple[str, ...]"]
 _MASK_96 = (1 << 96) - 1
 _PLANS_MAX = 1024
-Plan = tuple[bool, tuple[str, ...], tuple[str, ...], bool, tuple[str, ...], tuple[str, ...], tuple[str, ...], bool, bool]
+_Fields = tuple[str, ...]
+Plan = tuple[bool, _Fields, _Fields, bool, _Fields, _Fields, _Fields, bool, bool]
 
 
 def _plan(keys: tuple[str, ...]) -> Plan:
@@ -233,7 +234,7 @@ class Tenant:
                 by[k] = idx
                 _add_ident(idents, f, ev[f])
         if attr_fields:
-            side.attrs[idx].update(zip(attr_fields, [ev[f] for f in attr_fields]))
+            side.attrs[idx].update(zip(attr_fields, [ev[f] for f in attr_fields], strict=True))
         return idx
 
     # ---------------------------------------------------------------- views

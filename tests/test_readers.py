@@ -88,6 +88,32 @@ def test_csv_ragged_and_truncated_rows_are_skipped_and_reported_with_their_posit
     ]
 
 
+def test_csv_trailing_empty_fields_are_kept_but_real_extra_values_are_not() -> None:
+    issues: list[SourceIssue] = []
+    got = rows(FIX / "trailing_delimiter.csv", issues=issues)
+    assert [(r["id"], r["name"], r["_om_row"]) for r in got] == [("1", "Ann", 1), ("2", "Bo", 2)]
+    assert [(i.kind, i.row) for i in issues] == [("ragged_row", 3)]
+
+
+def test_list_columns_reads_only_the_head_of_a_csv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "late_latin1.csv"
+    path.write_bytes(b"id,name\n" + b"1,Ann\n" * 20_000 + "2,José\n".encode("cp1252"))
+    limits: list[int | None] = []
+    real = delimited.detect_encoding
+
+    def spy(p: Path, limit: int | None = None) -> tuple[str, bool]:
+        limits.append(limit)
+        return real(p, limit)
+
+    monkeypatch.setattr(delimited, "detect_encoding", spy)
+    assert list_columns(path) == ["id", "name"]
+    assert limits == [delimited.SAMPLE_BYTES]
+    assert real(path, delimited.SAMPLE_BYTES) == ("utf-8-sig", False)
+    issues: list[SourceIssue] = []
+    assert rows(path, issues=issues)[-1]["name"] == "José"  # the full read scans the whole file
+    assert [i.kind for i in issues] == ["encoding"]
+
+
 def test_csv_bad_row_deep_in_a_big_file_keeps_row_numbers_exact(tmp_path: Path) -> None:
     path = tmp_path / "big_ragged.csv"
     with path.open("w", newline="") as fh:

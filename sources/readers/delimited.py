@@ -8,7 +8,8 @@ Why this shape (measured on this machine, 200k rows x 12 columns):
 - pyarrow cannot say WHERE it skipped a malformed row (`InvalidRow.number` is None), and
   `_om_row` must be the exact record position. So the fast path runs in strict mode;
   at the first malformed record it stops, and a Python `csv` reader continues from the
-  first record not yet yielded, reporting each ragged record with its position. Clean
+  first record not yet yielded, reporting each ragged record with its position. A record
+  whose extra fields are all empty (a trailing delimiter some exporters write) is kept. Clean
   files never pay for the slow path; damaged ones (usually small hand-edited exports) do.
 - No type inference at all: ids, zip codes and phone numbers keep leading zeros.
   Empty cells (quoted or not) become null.
@@ -72,18 +73,21 @@ def _search(name: str) -> codecs.CodecInfo | None:
 codecs.register(_search)
 
 
-def detect_encoding(path: Path) -> tuple[str, bool]:
-    """Return (python codec name, was_fallback). Streams the file once; never loads it whole."""
+def detect_encoding(path: Path, limit: int | None = None) -> tuple[str, bool]:
+    """Return (python codec name, was_fallback). Streams the file (or its first `limit` bytes)."""
     with path.open("rb") as fh:
         head = fh.read(4)
         if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
             return "utf-16", False
         fh.seek(0)
         decoder = codecs.getincrementaldecoder("utf-8")()
+        seen = 0
         try:
-            while chunk := fh.read(1 << 20):
+            while chunk := fh.read(1 << 20 if limit is None else min(1 << 20, limit - seen)):
                 decoder.decode(chunk)
-            decoder.decode(b"", final=True)
+                seen += len(chunk)
+            if limit is None or seen < limit:
+                decoder.decode(b"", final=True)
         except UnicodeDecodeError:
             return LENIENT_CP1252, True
     return "utf-8-sig", False
@@ -132,7 +136,8 @@ def default_delimiter(path: Path) -> str:
 
 
 def list_csv_columns(path: Path) -> list[str]:
-    encoding, _ = detect_encoding(path)
+    """The header only: encoding judged on the first SAMPLE_BYTES, not the whole file."""
+    encoding, _ = detect_encoding(path, limit=SAMPLE_BYTES)
     _, header = sniff(path, encoding, default_delimiter(path))
     return dedupe_names(header)
 
@@ -229,6 +234,8 @@ def _read_slow(
             record += 1
             if record <= skip:
                 continue
+            if len(row) > width and not any(row[width:]):
+                row = row[:width]  # trailing empty fields (`a,b,` under `x,y`): nothing is lost
             if len(row) != width:
                 sink.report(
                     SourceIssue(

@@ -204,6 +204,13 @@ def test_jsonl_schema_is_the_same_in_every_batch(tmp_path: Path) -> None:
     assert [b.to_pylist()[0]["a"] for b in batches] == ["1", "2", "x"]
 
 
+@pytest.mark.parametrize(("name", "first"), [("latin1.jsonl", "José"), ("latin1.json", "Renée")])
+def test_json_that_is_not_utf8_is_decoded_as_cp1252_and_reported(name: str, first: str) -> None:
+    issues: list[SourceIssue] = []
+    assert rows(FIX / name, issues=issues)[0]["name"] == first
+    assert [i.kind for i in issues] == ["encoding"]
+
+
 @pytest.mark.parametrize("name", ["people_array.json", "wrapped.json", "single_key.json"])
 def test_json_documents_yield_their_records(name: str) -> None:
     got = rows(FIX / name)
@@ -231,9 +238,6 @@ def test_registered_document_adapter_is_asked_first(monkeypatch: pytest.MonkeyPa
         return [{"email": doc["person"]["email"], "domain": doc["company"]["domain"]}]
 
     assert [persons] == documents.DOCUMENT_ADAPTERS
-    from sources.readers import jsonfiles
-
-    monkeypatch.setattr(jsonfiles, "DOCUMENT_ADAPTERS", documents.DOCUMENT_ADAPTERS)
     got = rows(FIX / "one_object.json")
     assert [(r["email"], r["domain"]) for r in got] == [("ann@example.com", "example.com")]
 

@@ -28,9 +28,10 @@ import orjson
 import pyarrow as pa
 
 from destinations.outreach_magic.exceptions import SourceError
-from sources.documents import DOCUMENT_ADAPTERS
+from sources import documents
 
 from ._common import IssueSink, SourceIssue, add_provenance_rows, dedupe_names
+from .delimited import LENIENT_CP1252  # registers the lenient cp1252 codec
 
 _LIST = "list"
 _JSON = "json"
@@ -146,6 +147,7 @@ def _jsonl_records(path: Path, sink: IssueSink | None) -> Iterator[tuple[int, di
     """(record number, object) for every non-blank line; bad lines reported once (pass 2)."""
     label = path.name
     record = 0
+    recoded = False
     with path.open("rb") as fh:
         for line_no, line in enumerate(fh, start=1):
             if not line.strip():
@@ -154,10 +156,17 @@ def _jsonl_records(path: Path, sink: IssueSink | None) -> Iterator[tuple[int, di
             try:
                 obj = orjson.loads(line)
             except orjson.JSONDecodeError as exc:
-                if sink is not None:
+                obj = _recode(line)
+                if obj is not None:
+                    if sink is not None and not recoded:
+                        sink.report(SourceIssue(label, "encoding", "lines that are not valid UTF-8 were "
+                                                "decoded as Windows-1252 (cp1252)", row=record, line=line_no))
+                    recoded = True
+                elif sink is not None:
                     sink.report(SourceIssue(label, "invalid_json", f"not valid JSON ({exc}); line skipped",
                                             row=record, line=line_no))
-                continue
+                if obj is None:
+                    continue
             if not isinstance(obj, dict):
                 if sink is not None:
                     sink.report(SourceIssue(label, "not_an_object",
@@ -165,6 +174,19 @@ def _jsonl_records(path: Path, sink: IssueSink | None) -> Iterator[tuple[int, di
                                             row=record, line=line_no))
                 continue
             yield record, obj
+
+
+def _recode(line: bytes) -> Any:
+    """A line that is not UTF-8 (a Latin-1 export) parsed after decoding it as cp1252, else None."""
+    try:
+        line.decode("utf-8")
+        return None  # valid UTF-8: the JSON itself is broken, not the encoding
+    except UnicodeDecodeError:
+        pass
+    try:
+        return orjson.loads(line.decode(LENIENT_CP1252))
+    except orjson.JSONDecodeError:
+        return None
 
 
 def _batches(
@@ -194,7 +216,7 @@ def document_records(doc: Any) -> list[Any]:
     if isinstance(doc, list):
         return doc
     if isinstance(doc, dict):
-        for adapter in DOCUMENT_ADAPTERS:
+        for adapter in documents.DOCUMENT_ADAPTERS:  # looked up now: registration may come later
             rows = adapter(doc)
             if rows is not None:
                 return list(rows)
@@ -233,7 +255,10 @@ def read_json_document(path: Path, batch_rows: int, sink: IssueSink) -> Iterator
         if _looks_like_jsonl(path):
             yield from read_jsonl(path, batch_rows, sink)
             return
-        raise SourceError(f"{path}: not a valid JSON document ({exc})") from exc
+        doc = _recode(path.read_bytes())
+        if doc is None:
+            raise SourceError(f"{path}: not a valid JSON document ({exc})") from exc
+        sink.report(SourceIssue(path.name, "encoding", "file is not valid UTF-8; decoded as Windows-1252 (cp1252)"))
     records: list[tuple[int, dict[str, Any]]] = []
     for number, obj in enumerate(document_records(doc), start=1):
         if isinstance(obj, dict):

@@ -173,6 +173,45 @@ def test_big_csv_streams_in_batches_with_bounded_memory(tmp_path: Path, monkeypa
     assert py_peak < size / 5, (py_peak, size)
 
 
+@pytest.mark.parametrize(
+    ("names", "expected"),
+    [
+        (["Email", "Email", "Email"], ["Email", "Email__2", "Email__3"]),
+        (["\ufeffId", "Name"], ["Id", "Name"]),
+        (["a", "", "b", ""], ["a", "column_2", "b", "column_4"]),
+        (["Name", "Name__2", "Name"], ["Name", "Name__2", "Name__3"]),
+        (["x", "x", "x__2"], ["x", "x__2", "x__2__2"]),
+    ],
+)
+def test_dedupe_names_by_position(names: list[str], expected: list[str]) -> None:
+    from sources.readers import dedupe_names
+
+    assert dedupe_names(names) == expected
+
+
+def test_csv_single_column_and_empty_file(tmp_path: Path) -> None:
+    (tmp_path / "one.csv").write_text("email\nann@example.com\n\nbo@example.org\n")
+    assert [r["email"] for r in rows(tmp_path / "one.csv")] == ["ann@example.com", "bo@example.org"]
+    (tmp_path / "empty.csv").write_bytes(b"")
+    assert rows(tmp_path / "empty.csv") == [] and list_columns(tmp_path / "empty.csv") == []
+
+
+def test_abandoning_a_csv_read_early_does_not_hang(tmp_path: Path) -> None:
+    """pyarrow's read-ahead thread deadlocked at exit when fed a Python file object (observed)."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "many.csv"
+    path.write_text("id,email\n" + "".join(f"{i},p{i}@example.com\n" for i in range(100_000)))
+    code = (
+        "import sys; from sources.readers import read_source\n"
+        "g = read_source(sys.argv[1], batch_rows=1000); b = next(g); g.close(); print(b.num_rows)"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "1000"
+
+
 # --- JSON ------------------------------------------------------------------------------
 
 

@@ -22,6 +22,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sync_cli.add_parsers(sub)
     demo.add_parser(sub)
+    from pipelines import known as known_cli
+
+    known_cli.add_parser(sub)
     sandbox_cli.add_parser(sub)
     return parser
 

@@ -64,6 +64,16 @@ def test_csv_delimiter_is_detected(name: str, expected: dict[str, str] | None) -
         assert {k: got[1][k] for k in expected} == expected
 
 
+def test_csv_excel_sep_line_is_obeyed_and_skipped_on_both_paths(tmp_path: Path) -> None:
+    (tmp_path / "clean.csv").write_text("sep=|\nid|name\n01|Ann, A\n")
+    assert rows(tmp_path / "clean.csv") == [{"id": "01", "name": "Ann, A", "_om_source": "clean.csv", "_om_row": 1}]
+    issues: list[SourceIssue] = []
+    got = rows(FIX / "excel_sep.csv", issues=issues)  # the ragged row 2 sends it down the slow path
+    assert [(r["id"], r["note"], r["_om_row"]) for r in got] == [("01", "a,b", 1), ("03", "x", 3)]
+    assert [(i.kind, i.row) for i in issues] == [("ragged_row", 2)]
+    assert list_columns(FIX / "excel_sep.csv") == ["id", "name", "note"]
+
+
 def test_csv_non_utf8_is_decoded_as_cp1252_and_reported() -> None:
     issues: list[SourceIssue] = []
     got = rows(FIX / "latin1.csv", issues=issues)

@@ -363,6 +363,10 @@ def test_arrow_table_is_sliced_to_batch_rows() -> None:
     assert batches[2].column("_om_row").to_pylist() == [9, 10]
 
 
+def test_file_url_is_a_local_path() -> None:
+    assert rows(f"file://{FIX / 'pipes.txt'}")[0]["domain"] == "example.com"
+
+
 def test_glob_numbers_rows_per_file(tmp_path: Path) -> None:
     (tmp_path / "a.csv").write_text("email\na@example.com\nb@example.com\n")
     (tmp_path / "b.csv").write_text("email\nc@example.com\n")
@@ -383,6 +387,7 @@ def test_glob_numbers_rows_per_file(tmp_path: Path) -> None:
         (FIX / "ragged.csv", {"batch_rows": 0}, "batch_rows"),
         (12, {}, "cannot read a int"),
         ("postgresql://u:s3cret@127.0.0.1:1/x", {}, "exactly one of table= or query="),
+        ("s3://bucket/leads.csv", {}, "remote files are not read directly"),
     ],
 )
 def test_unreadable_sources_raise_source_error_naming_them(

@@ -116,6 +116,27 @@ def _expand(spec: str | os.PathLike[str]) -> list[Path]:
     return [path]
 
 
+_REMOTE_SCHEMES = ("s3", "gs", "gcs", "az", "abfs", "abfss", "http", "https", "ftp", "sftp")
+
+
+def _local_file_url(spec: Any) -> Any:
+    """`file:///x.csv` -> `/x.csv`; remote file URLs are refused with a clear message.
+
+    Without this, `s3://bucket/leads.csv` would be taken for a database URL and fail deep
+    inside SQLAlchemy ("Can't load plugin: sqlalchemy.dialects:s3").
+    """
+    if not isinstance(spec, str) or "://" not in spec:
+        return spec
+    scheme, _, rest = spec.partition("://")
+    if scheme.lower() == "file":
+        return rest
+    if scheme.lower() in _REMOTE_SCHEMES:
+        raise SourceError(
+            f"{spec}: remote files are not read directly; download the file or use dlt's filesystem source"
+        )
+    return spec
+
+
 def _sqlite_url(path: Path) -> str:
     return f"sqlite:///{path.resolve()}"
 
@@ -144,6 +165,7 @@ def read_source(
     if is_frame(spec):
         yield from read_frame(spec, batch_rows)
         return
+    spec = _local_file_url(spec)
     if isinstance(spec, str) and is_sql_url(spec):
         yield from _read_sql(spec, table, query, batch_rows, cursor_column, cursor_start, cursor_inclusive)
         return
@@ -207,6 +229,7 @@ def list_columns(
     """
     if is_frame(spec):
         return list_frame_columns(spec)
+    spec = _local_file_url(spec)
     if isinstance(spec, str) and is_sql_url(spec):
         return list_sql_columns(spec, table, query)
     if not isinstance(spec, (str, os.PathLike)):

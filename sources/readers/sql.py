@@ -95,7 +95,8 @@ def list_sql_columns(url: str, table: str | None, query: str | None) -> list[str
             if table is not None:
                 schema, name = _split(table)
                 return dedupe_names([c["name"] for c in inspect(con).get_columns(name, schema=schema)])
-            result = con.execute(text(f"SELECT * FROM ({query}) AS om_q WHERE 1 = 0"))
+            inner = str(query).strip().rstrip(";")
+            result = con.execute(text(f"SELECT * FROM ({inner}) AS om_q WHERE 1 = 0"))
             return dedupe_names(list(result.keys()))
     except Exception as exc:
         raise _fail(url, table or "query", exc) from exc

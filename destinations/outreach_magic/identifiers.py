@@ -373,6 +373,9 @@ def _pub_slug(segments: list[str]) -> str | _Invalid:
     return f"{name.lower()}-{c.zfill(3)}{b.zfill(3)}{a}"
 
 
+_SIMPLE_PROFILE_RE = re.compile(r"^(?:https?://)?(?:[a-z0-9-]+\.)?linkedin\.com/in/([^/?#]+)(?:[/?#]|$)", re.I)
+
+
 @lru_cache(maxsize=CACHE_SIZE)
 def _profile_url(raw: str) -> _Outcome:
     what = "not a LinkedIn profile URL"
@@ -383,7 +386,8 @@ def _profile_url(raw: str) -> _Outcome:
         return _Invalid(f"{what} (placeholder)")
     if _HAS_SPACE.search(value):
         return _Invalid(f"{what} (contains spaces)")
-    segments = _linkedin_segments(value)
+    simple = _SIMPLE_PROFILE_RE.match(value)  # the common shape, without the general parse
+    segments = ["in", simple.group(1)] if simple else _linkedin_segments(value)
     if isinstance(segments, _Invalid):
         return _Invalid(f"{what} ({segments.reason})") if segments.reason.startswith("a ") else segments
     kind = segments[0].lower() if segments else ""
@@ -1130,8 +1134,10 @@ def _normalize_column(
     kind = _KINDS[name]
     if name == "tags" and (pa.types.is_list(column.type) or pa.types.is_large_list(column.type)):
         return _normalize_tags_list(column, errors)
-    arr = _as_string_array(column)
     out_type = pa.list_(pa.string()) if name == "tags" else pa.string()
+    if column.null_count == len(column):  # exports rarely fill half the fields: cost nothing
+        return pa.nulls(len(column), out_type)
+    arr = _as_string_array(column)
     sample = arr.slice(0, REPETITIVE_SAMPLE)
     if len(arr) > REPETITIVE_SAMPLE and len(pc.unique(sample)) < REPETITIVE_RATIO * len(sample):
         encoded = pc.dictionary_encode(arr)

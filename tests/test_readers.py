@@ -315,6 +315,7 @@ def test_duckdb_table_and_query(tmp_path: Path) -> None:
     got = [r for b in read_source(path, table="crm.leads", batch_rows=5) for r in b.to_pylist()]
     assert got[0]["zip"] == "00000" and [r["_om_row"] for r in got] == list(range(1, 13))
     assert got[0]["_om_source"] == "crm.leads"
+    assert len(rows(f"duckdb:///{path}", table="crm.leads")) == 12  # SQLAlchemy-style URL, 4 slashes
     got = rows(path, query="SELECT email, email FROM crm.leads WHERE zip = '00003'")
     assert got == [
         {"email": "p3@example.com", "email__2": "p3@example.com", "_om_source": "query", "_om_row": 1}

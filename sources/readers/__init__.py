@@ -120,7 +120,9 @@ _REMOTE_SCHEMES = ("s3", "gs", "gcs", "az", "abfs", "abfss", "http", "https", "f
 
 
 def _local_file_url(spec: Any) -> Any:
-    """`file:///x.csv` -> `/x.csv`; remote file URLs are refused with a clear message.
+    """`file:///x.csv` -> `/x.csv`; `duckdb:///x.duckdb` -> `x.duckdb` (SQLAlchemy's convention:
+    four slashes for an absolute path), read with DuckDB directly because duckdb-engine breaks
+    with SQLAlchemy >= 2.0.45; remote file URLs are refused with a clear message.
 
     Without this, `s3://bucket/leads.csv` would be taken for a database URL and fail deep
     inside SQLAlchemy ("Can't load plugin: sqlalchemy.dialects:s3").
@@ -130,6 +132,8 @@ def _local_file_url(spec: Any) -> Any:
     scheme, _, rest = spec.partition("://")
     if scheme.lower() == "file":
         return rest
+    if scheme.lower() == "duckdb":
+        return rest[1:] if rest.startswith("/") else rest
     if scheme.lower() in _REMOTE_SCHEMES:
         raise SourceError(
             f"{spec}: remote files are not read directly; download the file or use dlt's filesystem source"

@@ -266,7 +266,7 @@ class KnownIndex:
         n = canonical.num_rows
         names = set(canonical.schema.names)
         columns = {
-            c: canonical.column(c).cast(pa.string()).combine_chunks()
+            c: canonical.column(c).cast(pa.string())
             for c in ID_FIELDS
             if c in names and canonical.column(c).null_count < n
         }
@@ -297,19 +297,22 @@ class KnownIndex:
         kind[invalid] = -1
         at[invalid] = np.datetime64("NaT")
 
-        reasons: list[str | None] = [None] * n
+        invalid_rows = np.flatnonzero(invalid)
         verdicts: dict[int, tuple[str, str, str]] = {}
-        for r in np.flatnonzero(invalid).tolist():
+        texts: list[str] = []
+        for r in invalid_rows.tolist():
             cell = bad.get(r)
             if cell is not None:
                 verdicts[r] = cell
-            reasons[r] = f"{cell[0]} {cell[1]!r}: {cell[2]}" if cell else NO_IDENTIFIER
+            texts.append(f"{cell[0]} {cell[1]!r}: {cell[2]}" if cell else NO_IDENTIFIER)
+        reason_index = np.full(n, -1, dtype=np.int64)
+        reason_index[invalid_rows] = np.arange(len(invalid_rows))
         out = pa.table(
             {
                 "om_status": _take(pa.array(STATUSES, pa.string()), status),
                 "om_matched_on": _take(pa.array(ID_FIELDS, pa.string()), kind),
                 "om_last_synced_at": pa.array(at, _TS),
-                "om_reason": pa.array(reasons, pa.string()),
+                "om_reason": _take(pa.array(texts, pa.string()), reason_index),
             }
         )
         return out, verdicts
@@ -475,12 +478,16 @@ def _check_chunk(
     original = _unify([pa.Table.from_batches([b]) for b in originals])
     statuses, bad = index.check(pa.Table.from_batches(canon))
     found: list[KnownIssue] = []
-    if bad:
-        sources = original.column("_om_source").to_pylist() if "_om_source" in original.column_names else None
-        rows = original.column("_om_row").to_pylist() if "_om_row" in original.column_names else None
-        for row, (column, value, reason) in sorted(bad.items()):
+    if bad:  # only the invalid rows' provenance is turned into Python values (to_pylist of 1M rows: 0.7 s)
+        positions = sorted(bad)
+        picked = pa.array(positions, pa.int64())
+        names = original.column_names
+        sources = original.column("_om_source").take(picked).to_pylist() if "_om_source" in names else None
+        rows = original.column("_om_row").take(picked).to_pylist() if "_om_row" in names else None
+        for i, row in enumerate(positions):
+            column, value, reason = bad[row]
             found.append(KnownIssue(
-                str(sources[row]) if sources else label, int(rows[row]) if rows else row + 1, column, value, reason
+                str(sources[i]) if sources else label, int(rows[i]) if rows else row + 1, column, value, reason
             ))
     for name in STATUS_COLUMNS:
         original = original.append_column(name, statuses.column(name))

@@ -1,6 +1,6 @@
 """How many events a second the sandbox ingests, beside a bare Starlette endpoint, in one run.
 
-    python bench/sandbox_ingest.py            # defaults: 100,000 events a run, under ~2 minutes
+    python bench/sandbox_ingest.py            # defaults: 50,000 events a run, under ~2 minutes
 
 What is measured, and how:
 
@@ -15,7 +15,7 @@ What is measured, and how:
 * Batch sizes 100 and 500; for the sandbox, *inserts* (new leads and companies) and
   *updates* (the same events again, so every item matches an existing lead) separately;
   each figure is the median of 3 runs. The sandbox's store keeps growing over the runs
-  (about 600,000 leads at the end with the defaults), as a long sync would grow it.
+  (300,000 leads and companies at the end with the defaults), as a long sync would grow it.
 * On a 2-core machine the clients and the server share the cores, so the absolute
   figures are a floor; the ratio to the bare endpoint is the fairer number.
 """
@@ -111,7 +111,8 @@ def client(worker: int, conn: Any, barrier: Any) -> None:
     # TCP_NODELAY: without it, the body written after the headers waits for the server's
     # delayed ACK (about 40 ms per request on Linux loopback), which measures Nagle, not servers.
     transport = httpx.HTTPTransport(socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)])
-    http = httpx.Client(timeout=60, transport=transport, headers={"x-api-key": KEY, "content-type": "application/json"})
+    headers = {"x-api-key": KEY, "content-type": "application/json"}
+    http = httpx.Client(timeout=60, transport=transport, headers=headers)
     while True:
         job = conn.recv()
         if job is None:
@@ -130,6 +131,14 @@ def client(worker: int, conn: Any, barrier: Any) -> None:
     http.close()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux ``/proc``); the clients' encoding happens
+    before the barrier, so during a run the server's CPU goes to serving."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class Clients:
     def __init__(self, n: int) -> None:
         ctx = mp.get_context("spawn")
@@ -143,17 +152,20 @@ class Clients:
             self.pipes.append(parent)
             self.procs.append(proc)
 
-    def run(self, url: str, run: str, total: int, batch: int) -> float:
-        """Events a second for ``total`` events split over the clients."""
+    def run(self, url: str, run: str, total: int, batch: int, server_pid: int) -> tuple[float, float]:
+        """(events a second of wall time, events a second of server CPU time) for ``total`` events."""
         per = total // len(self.pipes)
         for pipe in self.pipes:
             pipe.send((url, run, per, batch))
+        cpu0 = cpu_seconds(server_pid)
         results = [pipe.recv() for pipe in self.pipes]
+        cpu = cpu_seconds(server_pid) - cpu0
         if not all(ok for _, _, ok in results):
             raise SystemExit(f"a client saw a non-200 answer or rejected items in run {run}")
         start = min(r[0] for r in results)
         end = max(r[1] for r in results)
-        return per * len(self.pipes) / (end - start)
+        events = per * len(self.pipes)
+        return events / (end - start), events / max(cpu, 1e-9)
 
     def close(self) -> None:
         for pipe in self.pipes:
@@ -165,7 +177,7 @@ class Clients:
 # ------------------------------------------------------------------------- main
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--events", type=int, default=100_000, help="events per run (default 100,000)")
+    parser.add_argument("--events", type=int, default=50_000, help="events per run (default 50,000)")
     parser.add_argument("--serve-bare", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_bare:
@@ -173,34 +185,41 @@ def main() -> int:
         return 0
 
     print(f"machine: {os.cpu_count()} cores (nproc), Python {platform.python_version()}, {platform.platform()}")
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"load average before the run: {load} (other work on the machine skews the absolute figures)")
     print(f"{CLIENTS} client processes, {args.events:,} events a run, median of {RUNS} runs\n")
     clients = Clients(CLIENTS)
     servers = {kind: start_server(kind) for kind in ("bare", "sandbox")}
-    rates: dict[tuple[str, int, str], float] = {}
+    rates: dict[tuple[str, int, str], tuple[float, float]] = {}
     try:
         for batch in (100, 500):
             for r in range(RUNS):
-                bare = clients.run(servers["bare"][1], f"b{batch}r{r}", args.events, batch)
-                rates[("bare", batch, f"parse{r}")] = bare
-                ins = clients.run(servers["sandbox"][1], f"b{batch}r{r}", args.events, batch)
-                upd = clients.run(servers["sandbox"][1], f"b{batch}r{r}", args.events, batch)
-                rates[("sandbox", batch, f"insert{r}")] = ins
-                rates[("sandbox", batch, f"update{r}")] = upd
+                (bare_proc, bare_url), (sb_proc, sb_url) = servers["bare"], servers["sandbox"]
+                rates[("bare", batch, f"parse{r}")] = clients.run(bare_url, f"b{batch}r{r}", args.events, batch,
+                                                                  bare_proc.pid)
+                run_id = f"b{batch}r{r}"
+                rates[("sandbox", batch, f"insert{r}")] = clients.run(sb_url, run_id, args.events, batch, sb_proc.pid)
+                rates[("sandbox", batch, f"update{r}")] = clients.run(sb_url, run_id, args.events, batch, sb_proc.pid)
     finally:
         clients.close()
         for proc, _ in servers.values():
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=30)
 
-    def median(kind: str, batch: int, phase: str) -> float:
-        return statistics.median(rates[(kind, batch, f"{phase}{r}")] for r in range(RUNS))
+    def median(kind: str, batch: int, phase: str, which: int) -> float:
+        return statistics.median(rates[(kind, batch, f"{phase}{r}")][which] for r in range(RUNS))
 
-    print(f"{'batch':>5}  {'bare parse ev/s':>15}  {'sandbox insert ev/s':>19}  {'ratio':>5}  "
-          f"{'sandbox update ev/s':>19}  {'ratio':>5}")
-    for batch in (100, 500):
-        bare = median("bare", batch, "parse")
-        ins, upd = median("sandbox", batch, "insert"), median("sandbox", batch, "update")
-        print(f"{batch:>5}  {bare:>15,.0f}  {ins:>19,.0f}  {ins / bare:>5.2f}  {upd:>19,.0f}  {upd / bare:>5.2f}")
+    for which, title in ((0, "events a second (wall clock)"),
+                         (1, "events per second of server CPU (what one dedicated core would sustain)")):
+        print(title)
+        print(f"{'batch':>7}  {'bare parse':>12}  {'sandbox insert':>14}  {'ratio':>5}  "
+              f"{'sandbox update':>14}  {'ratio':>5}")
+        for batch in (100, 500):
+            bare = median("bare", batch, "parse", which)
+            ins, upd = median("sandbox", batch, "insert", which), median("sandbox", batch, "update", which)
+            print(f"{batch:>7}  {bare:>12,.0f}  {ins:>14,.0f}  {ins / bare:>5.2f}  {upd:>14,.0f}  {upd / bare:>5.2f}")
+        print()
+    print(f"load average after the run: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     return 0
 
 

@@ -22,7 +22,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from destinations.outreach_magic import settings as s
-from destinations.outreach_magic.contract import ItemErrors, build_result, item_errors
+from destinations.outreach_magic.contract import ItemErrors, build_result, item_errors, passes_fast_path
 
 from .faults import Fault, FaultInjector, FaultSettings
 from .state import SandboxState
@@ -201,14 +201,17 @@ class SandboxApp:
         apply = tenant.apply
         with self.state.lock:
             for index, item in enumerate(items):
-                errors = item_errors(item)
-                if errors:
-                    details.append({"index": index, "error": errors})
-                    continue
+                if not passes_fast_path(item):  # only then build the model, for its errors
+                    errors = item_errors(item)
+                    if errors:
+                        details.append({"index": index, "error": errors})
+                        continue
                 message = apply(item)
                 if message is not None:
                     field = "unified_lead_id" if "lead" in message else "unified_company_id"
-                    details.append({"index": index, "error": [{"msg": message, "type": "value_error", "loc": [field]}]})
+                    details.append(
+                        {"index": index, "error": [{"msg": message, "type": "value_error", "loc": [field]}]}
+                    )
             tenant.events_applied += len(items) - len(details)
             tenant.events_rejected += len(details)
         return build_result(len(items), details)

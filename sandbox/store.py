@@ -90,11 +90,11 @@ class _Side:
     def __len__(self) -> int:
         return len(self.uids)
 
-    def create(self, uid: str) -> int:
+    def create(self, uid: str, idents: Idents | None = None, attrs: dict[str, str] | None = None) -> int:
         idx = len(self.uids)
         self.uids.append(uid)
-        self.idents.append({})
-        self.attrs.append({})
+        self.idents.append({} if idents is None else idents)
+        self.attrs.append({} if attrs is None else attrs)
         self.by_uid[uid] = idx
         return idx
 
@@ -225,8 +225,15 @@ class Tenant:
                 idx = index[f].get(k, -1)
                 if idx >= 0:
                     break
-        if idx < 0:
-            idx = side.create(self._new_uid(side))
+        if idx < 0:  # a new record: build its dicts in one go (the insert path is hot)
+            idx = len(side.uids)
+            idents: Idents = {}
+            for f, k in matched:
+                by = index[f]
+                if k not in by:
+                    by[k] = idx
+                    idents[f] = ev[f]
+            return side.create(self._new_uid(side), idents, {f: ev[f] for f in attr_fields})
         idents = side.idents[idx]
         for f, k in matched:
             by = index[f]
@@ -234,7 +241,9 @@ class Tenant:
                 by[k] = idx
                 _add_ident(idents, f, ev[f])
         if attr_fields:
-            side.attrs[idx].update(zip(attr_fields, [ev[f] for f in attr_fields], strict=True))
+            attrs = side.attrs[idx]
+            for f in attr_fields:
+                attrs[f] = ev[f]
         return idx
 
     # ---------------------------------------------------------------- views

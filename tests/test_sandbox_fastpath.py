@@ -123,7 +123,7 @@ def test_fast_path_accepts_only_what_the_model_accepts(item: Any) -> None:
 def test_fast_path_agrees_with_the_model_over_many_mutated_events() -> None:
     """A seeded sweep wider than hypothesis's budget: 20,000 events, both verdicts counted."""
     rng = random.Random(20261126)
-    pool = [*NEAR_MISSES, *GOOD.values(), None, 1, 1.5, True, ["t"], [1], {}, "value", Str("a@b.co")]
+    pool: list[Any] = [*NEAR_MISSES, *GOOD.values(), None, 1, 1.5, True, ["t"], [1], {}, "value", Str("a@b.co")]
     agree_valid = agree_invalid = 0
     for _ in range(20_000):
         item: dict[Any, Any] = dict(rng.choice(VALID_BASES))

@@ -22,7 +22,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from destinations.outreach_magic import settings as s
-from destinations.outreach_magic.contract import ItemErrors, build_result, item_errors, passes_fast_path
+from destinations.outreach_magic.contract import ItemErrors, build_result, item_errors, passes_fast_path_many
 
 from .faults import Fault, FaultInjector, FaultSettings
 from .state import SandboxState
@@ -200,8 +200,9 @@ class SandboxApp:
         details: list[ItemErrors] = []
         apply = tenant.apply
         with self.state.lock:
+            certain = passes_fast_path_many(items)
             for index, item in enumerate(items):
-                if not passes_fast_path(item):  # only then build the model, for its errors
+                if not certain[index]:  # only then build the model, for its errors
                     errors = item_errors(item)
                     if errors:
                         details.append({"index": index, "error": errors})

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from destinations.outreach_magic import settings as s
-from destinations.outreach_magic.contract import item_errors, passes_fast_path, validate_item
+from destinations.outreach_magic.contract import item_errors, passes_fast_path, passes_fast_path_many, validate_item
 
 GOOD = {
     "workspace_id": "65f1a2b3c4d5e6f7890a1b2c",
@@ -150,3 +150,32 @@ def test_fast_path_takes_the_common_valid_events() -> None:
     assert passes_fast_path({"event": "update_attributes", **GOOD, "tags": ["a"], "icp": "x"})
     assert passes_fast_path({"event": "update_attributes", "lead_email": "a@b.co", "lead_first_name": None})
     assert not passes_fast_path({"event": "update_attributes", "lead_email": Str("a@b.co")})
+
+
+def test_batch_fast_path_equals_the_per_item_one() -> None:
+    """Homogeneous batches take the grouped checks; one bad event must not pass with the group."""
+    rng = random.Random(7)
+    base = {"event": "update_attributes", **GOOD, "lead_first_name": "J", "company_name": "C", "icp": "I"}
+    for _ in range(300):
+        batch: list[Any] = [dict(base, lead_email=f"u{i}@example.com") for i in range(rng.randint(1, 40))]
+        for _ in range(rng.randint(0, 2)):  # plant a near miss (or a valid oddity) anywhere
+            i = rng.randrange(len(batch))
+            field = rng.choice([*GOOD, "event", "lead_first_name"])
+            batch[i] = dict(batch[i], **{field: rng.choice([*NEAR_MISSES, "a\nb", 1, Str("x"), GOOD.get(field, "v")])})
+        if rng.random() < 0.1:
+            batch.append(rng.choice([1, None, {"event": "update_attributes", "lead_email": "a@b.co"}]))
+        expected = [passes_fast_path(item) for item in batch]
+        assert passes_fast_path_many(batch) == expected
+        for item, fast in zip(batch, expected, strict=True):
+            assert not fast or validate_item(item)[0] is not None
+
+
+def test_values_with_newlines_cannot_shift_lines_in_the_grouped_check() -> None:
+    good = {"event": "update_attributes", "lead_email": "a@example.com"}
+    # "x@y.co\nz@w.co" is one invalid value that looks like two valid lines, which would
+    # make up for the invalid "bad" if the grouped check only counted matching lines
+    two_lines = {"event": "update_attributes", "lead_email": "x@y.co\nz@w.co"}
+    bad = {"event": "update_attributes", "lead_email": "bad"}
+    batch = [dict(good) for _ in range(8)] + [two_lines, bad]
+    assert passes_fast_path_many(batch) == [True] * 8 + [False, False]
+    assert item_errors(two_lines) and item_errors(bad)

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from itertools import chain
+from operator import itemgetter
 from typing import Annotated, Any, Literal, TypedDict
 
 from pydantic import (
@@ -345,13 +347,7 @@ def passes_fast_path(item: Any) -> bool:
         return False
     # Events of one sync share a few key sets: judge the key set once, then per event only
     # the values (types and lengths through C-level map(), then the formats).
-    keys = tuple(item)
-    shape = _SHAPES.get(keys, _MISSING)
-    if shape is _MISSING:
-        shape = _shape(keys)
-        if len(_SHAPES) >= _SHAPES_MAX:
-            _SHAPES.clear()
-        _SHAPES[keys] = shape
+    shape = _shape_of(tuple(item))
     if shape is None:
         return _fast_general(item)
     values = item.values()
@@ -406,6 +402,76 @@ def _fast_general(item: dict[Any, Any]) -> bool:
     if seen & _LEAD_ATTR and not seen & _LEAD_ID:
         return False
     return not (seen & _CO_ATTR and not seen & _CO_ID)
+
+
+# The format regexes in MULTILINE mode, to judge many values joined by "\n" at once.
+# Exact because no pattern can match a "\n" (every class excludes it), so each match is one
+# whole line, and a line is one value when the values hold no "\n" (counted below).
+_LINES: dict[str, re.Pattern[str]] = {
+    f: re.compile(rule[0].pattern, rule[0].flags | re.MULTILINE) for f, rule in _FORMATS.items()
+}
+_BATCH_MIN = 8  # below this, per-item checks cost less than setting up the batch checks
+
+
+def _shape_of(keys: tuple[Any, ...]) -> tuple[tuple[tuple[str, Any, Any], ...], bool] | None:
+    shape = _SHAPES.get(keys, _MISSING)
+    if shape is _MISSING:
+        shape = _shape(keys)
+        if len(_SHAPES) >= _SHAPES_MAX:
+            _SHAPES.clear()
+        _SHAPES[keys] = shape
+    return shape
+
+
+def _group_passes(group: list[dict[str, Any]], shape: tuple[tuple[tuple[str, Any, Any], ...], bool]) -> bool:
+    """True when every event of ``group`` (all with the key set of ``shape``) certainly passes.
+
+    The same checks as :func:`passes_fast_path`, each run once over the whole group with
+    C-level ``map``/``join``/``findall`` instead of once per event.
+    """
+    values = list(chain.from_iterable(map(dict.values, group)))
+    if set(map(type, values)) != _STR_ONLY:
+        return False
+    lengths = list(map(len, values))
+    if min(lengths) < _MIN or max(lengths) > _MAX:
+        return False
+    if set(map(itemgetter("event"), group)) != {"update_attributes"}:
+        return False
+    formats, level = shape
+    n = len(group)
+    for key, _quick, _match in formats:
+        joined = "\n".join(map(itemgetter(key), group))
+        if joined.count("\n") != n - 1 or len(_LINES[key].findall(joined)) != n:
+            return False
+    return not level or set(map(itemgetter("linkedin_connection_level"), group)) <= _LEVELS
+
+
+def passes_fast_path_many(items: Sequence[Any]) -> list[bool]:
+    """``[passes_fast_path(item) for item in items]``, computed per key set where it pays.
+
+    Events are grouped by their key tuple; a group of certainly-valid events is judged with
+    a handful of C-level passes; a group that fails any check falls back to per-item checks,
+    so the result is always exactly the per-item one (``test_sandbox_fastpath`` checks it).
+    """
+    result = [False] * len(items)
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    for index, item in enumerate(items):
+        if type(item) is dict:
+            keys = tuple(item)
+            group = groups.get(keys)
+            if group is None:
+                groups[keys] = [index]
+            else:
+                group.append(index)
+    for keys, indexes in groups.items():
+        shape = _shape_of(keys)
+        if shape is not None and len(indexes) >= _BATCH_MIN and _group_passes([items[i] for i in indexes], shape):
+            for i in indexes:
+                result[i] = True
+        else:
+            for i in indexes:
+                result[i] = passes_fast_path(items[i])
+    return result
 
 
 def item_errors(item: Any) -> list[ErrorEntry]:

@@ -25,6 +25,7 @@ import pytest
 from destinations.outreach_magic.exceptions import ConfigurationError
 from destinations.outreach_magic.known import STATUS_COLUMNS, KnownIndex, check_known, skip_known
 from pipelines.cli import main as cli_main
+from pipelines.known import write_rows
 from pipelines.runner import SyncRequest, run_sync
 from tests.sandbox_helpers import sandbox_reset, sandbox_stats
 
@@ -158,7 +159,8 @@ def test_an_arrow_table_with_tool_columns_goes_through_the_same_preset_as_sync(s
 def test_several_sources_keep_the_union_of_their_columns(synced_state: Path, tmp_path: Path) -> None:
     a = write_csv(tmp_path / "a.csv", [["lead_email", "extra_a"], ["ann@alpha.com", "x"]])
     b = write_csv(tmp_path / "b.csv", [["company_domain", "extra_b"], ["epsilon.com", "y"], ["nope.org", "z"]])
-    result = check_known([str(a), str(b)], synced_state, preset="canonical")
+    result = check_known(str(tmp_path / "*.csv"), synced_state, preset="canonical")  # a glob: one source per file
+    assert [Path(s.spec) for s in result.sources] == [a, b]
     assert [s.rows for s in result.sources] == [1, 2]
     view = result.table.select(["_om_source", "lead_email", "extra_a", "company_domain", "extra_b", "om_status"])
     assert view.to_pylist() == [
@@ -169,6 +171,16 @@ def test_several_sources_keep_the_union_of_their_columns(synced_state: Path, tmp
         {"_om_source": "b.csv", "lead_email": None, "extra_a": None, "company_domain": "nope.org",
          "extra_b": "z", "om_status": "new"},
     ]
+
+
+def test_rechecking_an_earlier_output_replaces_its_statuses(
+    synced_state: Path, prospects: Path, tmp_path: Path
+) -> None:
+    first = check_known(str(prospects), synced_state)
+    write_rows(first.table, tmp_path / "checked.csv")
+    again = check_known(str(tmp_path / "checked.csv"), synced_state)
+    assert again.table.column_names == first.table.column_names
+    assert again.table.column("om_status").to_pylist() == [case[1] for case in CASES]
 
 
 def test_chunking_does_not_change_the_answer(synced_state: Path, prospects: Path) -> None:

@@ -31,6 +31,7 @@ Why it is built this way:
 from __future__ import annotations
 
 import dataclasses
+import glob
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -48,7 +49,7 @@ from sources.mapping import MappingPlan
 
 from . import settings as s
 from . import state as state_mod
-from .exceptions import ConfigurationError
+from .exceptions import ConfigurationError, SourceError
 from .identifiers import normalize_table
 
 KNOWN_LEAD, KNOWN_COMPANY, NEW, INVALID = "known_lead", "known_company", "new", "invalid"
@@ -229,7 +230,10 @@ class KnownIndex:
     def __exit__(self, *_exc: object) -> None:
         self.close()
 
-    def _match(self, values: pa.Array, rows: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray]:
+    @staticmethod
+    def _match(
+        con: duckdb.DuckDBPyConnection, values: pa.Array, rows: np.ndarray, kind: str
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Which of ``rows`` have a (normalized) ``kind`` value the API confirmed: their positions, last sync."""
         present = values.is_valid()
         if not pc.any(present).as_py():
@@ -241,11 +245,11 @@ class KnownIndex:
             f"JOIN identity i ON i.entity_type = '{entity_type}' AND i.kind = '{kind}' AND i.value = t.v "
             f"LEFT JOIN {entity_type}_state st ON st.entity_id = i.entity_id"
         )
-        self.con.register("t_known_probe", probe)
+        con.register("t_known_probe", probe)
         try:
-            hits = self.con.sql(sql).to_arrow_table()
+            hits = con.sql(sql).to_arrow_table()
         finally:
-            self.con.unregister("t_known_probe")
+            con.unregister("t_known_probe")
         return hits.column("_k").to_numpy(), hits.column("at").combine_chunks().cast(_TS).to_numpy(zero_copy_only=False)
 
     def check(self, canonical: pa.Table | pa.RecordBatch) -> tuple[pa.Table, dict[int, tuple[str, str, str]]]:
@@ -280,7 +284,7 @@ class KnownIndex:
                 continue
             values = self._normalize(columns[field_name], field_name, todo, bad, has_id)
             unmatched = kind[todo] < 0  # company kinds: rows a higher company kind matched still get normalized
-            k, when = self._match(values.filter(pa.array(unmatched)), todo[unmatched], field_name)
+            k, when = self._match(self.con, values.filter(pa.array(unmatched)), todo[unmatched], field_name)
             kind[k], at[k] = prio, when
             if field_name in LEAD_IDS:
                 todo = todo[kind[todo] < 0]
@@ -344,15 +348,18 @@ def _label(spec: Any) -> str:
 
 
 def _specs(source: Any) -> list[Any]:
-    if isinstance(source, (list, tuple)):
-        from pipelines.runner import expand_sources
-
-        return expand_sources(list(source))
-    if isinstance(source, str) and "://" not in source and any(ch in source for ch in "*?["):
-        from pipelines.runner import expand_sources
-
-        return expand_sources([source])
-    return [source]
+    """One entry per file (globs expanded and sorted, as ``sync`` does), so each gets its own plan and count."""
+    specs = list(source) if isinstance(source, (list, tuple)) else [source]
+    out: list[Any] = []
+    for spec in specs:
+        if isinstance(spec, str) and "://" not in spec and any(ch in spec for ch in "*?["):
+            matches = sorted(glob.glob(spec))
+            if not matches:
+                raise SourceError(f"no file matches {spec!r}")
+            out.extend(matches)
+        else:
+            out.append(spec)
+    return out
 
 
 def _identifier_plan(plan: MappingPlan) -> MappingPlan:
@@ -476,6 +483,8 @@ def _check_chunk(
 ) -> tuple[pa.Table, list[KnownIssue]]:
     """One chunk: original columns + ``om_*`` columns, and the invalid cells as issues."""
     original = _unify([pa.Table.from_batches([b]) for b in originals])
+    # A list checked before (an earlier output) gets fresh statuses, not a second set of columns.
+    original = original.drop_columns([c for c in STATUS_COLUMNS if c in original.column_names])
     statuses, bad = index.check(pa.Table.from_batches(canon))
     found: list[KnownIssue] = []
     if bad:  # only the invalid rows' provenance is turned into Python values (to_pylist of 1M rows: 0.7 s)

@@ -219,6 +219,25 @@ class Tenant:
     ) -> int:
         """Match by priority (``idx`` is the unified id's match, or -1), attach, set attributes."""
         index = side.index
+        if len(id_fields) == 1:  # the common case, without the general path's pairs
+            f = id_fields[0]
+            value = ev[f]
+            k = value.lower() if f == "lead_email" else value
+            by = index[f]
+            if idx < 0:
+                idx = by.get(k, -1)
+                if idx < 0:
+                    idx = len(side.uids)
+                    by[k] = idx
+                    return side.create(self._new_uid(side), {f: value}, {a: ev[a] for a in attr_fields})
+            if k not in by:
+                by[k] = idx
+                _add_ident(side.idents[idx], f, value)
+            if attr_fields:
+                attrs = side.attrs[idx]
+                for a in attr_fields:
+                    attrs[a] = ev[a]
+            return idx
         matched = [(f, ev[f].lower() if f == "lead_email" else ev[f]) for f in id_fields]
         if idx < 0:
             for f, k in matched:

@@ -1147,6 +1147,8 @@ REPETITIVE_RATIO = 0.3
 """A column whose first rows hold fewer distinct values than this share is normalized per
 distinct value (company websites in a lead export repeat per employee); emails and
 profile URLs are mostly distinct, and dictionary-encoding them would only cost time."""
+REPETITIVE_RATIO_BY_FIELD = {"company_domain": 0.7}
+"""The domain prefilter costs ~3x a dictionary encoding per row, so it pays off sooner."""
 
 
 def _normalize_tags_list(column: pa.ChunkedArray | pa.Array, errors: list[RowIssue]) -> pa.Array:
@@ -1172,7 +1174,8 @@ def _normalize_column(
         return pa.nulls(len(column), out_type)
     arr = _as_string_array(column)
     sample = arr.slice(0, REPETITIVE_SAMPLE)
-    if len(arr) > REPETITIVE_SAMPLE and len(pc.unique(sample)) < REPETITIVE_RATIO * len(sample):
+    ratio = REPETITIVE_RATIO_BY_FIELD.get(name, REPETITIVE_RATIO)
+    if len(arr) > REPETITIVE_SAMPLE and len(pc.unique(sample)) < ratio * len(sample):
         encoded = pc.dictionary_encode(arr)
         normalized, bad_codes = _normalize_strings(kind, encoded.dictionary, fast, out_type)
         out = pc.take(normalized, encoded.indices)

@@ -189,6 +189,24 @@ def test_chunking_does_not_change_the_answer(synced_state: Path, prospects: Path
     assert chunked.table.equals(whole.table)
 
 
+def test_last_synced_is_the_last_confirmed_sync_of_the_lead_not_when_its_email_was_first_seen(
+    sandbox_server: Any, tmp_path: Path
+) -> None:
+    state = tmp_path / "state.duckdb"
+    for name in ("Ann", "Annie"):
+        rows = [["lead_email", "lead_first_name"], ["ann@alpha.com", name]]
+        report = run_sync(SyncRequest(sources=[str(write_csv(tmp_path / f"{name}.csv", rows))], api_key=KEY,
+                                      base_url=sandbox_server.url, state_path=str(state)))
+        assert report.applied == 1
+    con = duckdb.connect(str(state), read_only=True)
+    first_seen, last = con.execute("SELECT i.confirmed_at, s.confirmed_at FROM identity i JOIN lead_state s "
+                                   "USING (entity_id) WHERE i.value = 'ann@alpha.com'").fetchall()[0]
+    con.close()
+    assert last > first_seen
+    result = check_known(pa.table({"lead_email": ["ANN@alpha.com"]}), state, preset="canonical")
+    assert result.table.column("om_last_synced_at").to_pylist() == [last]
+
+
 def test_a_missing_state_file_is_a_clear_error_and_is_not_created(tmp_path: Path, prospects: Path) -> None:
     with pytest.raises(ConfigurationError, match="no state file"):
         check_known(str(prospects), tmp_path / "none.duckdb")

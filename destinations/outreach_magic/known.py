@@ -233,24 +233,45 @@ class KnownIndex:
     @staticmethod
     def _match(
         con: duckdb.DuckDBPyConnection, values: pa.Array, rows: np.ndarray, kind: str
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Which of ``rows`` have a (normalized) ``kind`` value the API confirmed: their positions, last sync."""
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Which of ``rows`` have a (normalized) ``kind`` value the API confirmed: positions, entity ids, when."""
         present = values.is_valid()
         if not pc.any(present).as_py():
-            return np.empty(0, np.int64), np.empty(0, "datetime64[us]")
+            return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, "datetime64[us]")
         probe = pa.table({"_k": pa.array(rows), "v": values}).filter(present)
         entity_type = "lead" if kind in LEAD_IDS else "company"
         sql = (
-            f"SELECT t._k, coalesce(st.confirmed_at, i.confirmed_at)::TIMESTAMP AS at FROM t_known_probe t "
-            f"JOIN identity i ON i.entity_type = '{entity_type}' AND i.kind = '{kind}' AND i.value = t.v "
-            f"LEFT JOIN {entity_type}_state st ON st.entity_id = i.entity_id"
+            "SELECT t._k, i.entity_id, i.confirmed_at::TIMESTAMP AS at FROM t_known_probe t JOIN identity i "
+            f"ON i.entity_type = '{entity_type}' AND i.kind = '{kind}' AND i.value = t.v"
         )
         con.register("t_known_probe", probe)
         try:
             hits = con.sql(sql).to_arrow_table()
         finally:
             con.unregister("t_known_probe")
-        return hits.column("_k").to_numpy(), hits.column("at").combine_chunks().cast(_TS).to_numpy(zero_copy_only=False)
+        return (
+            hits.column("_k").to_numpy(),
+            hits.column("entity_id").to_numpy(),
+            hits.column("at").combine_chunks().cast(_TS).to_numpy(zero_copy_only=False),
+        )
+
+    @staticmethod
+    def _last_synced(con: duckdb.DuckDBPyConnection, entity_type: str, entities: np.ndarray, at: np.ndarray) -> None:
+        """Overwrite ``at`` (identifier first confirmed) with the entity's last confirmed sync, where recorded.
+
+        One join for all hits of a type, after the cascade, instead of one per identifier kind.
+        """
+        if not len(entities):
+            return
+        con.register("t_known_hits", pa.table({"i": np.arange(len(entities)), "e": entities}))
+        try:
+            rows = con.sql(
+                f"SELECT h.i, st.confirmed_at::TIMESTAMP AS at FROM t_known_hits h "
+                f"JOIN {entity_type}_state st ON st.entity_id = h.e WHERE st.confirmed_at IS NOT NULL"
+            ).to_arrow_table()
+        finally:
+            con.unregister("t_known_hits")
+        at[rows.column("i").to_numpy()] = rows.column("at").combine_chunks().cast(_TS).to_numpy(zero_copy_only=False)
 
     def check(self, canonical: pa.Table | pa.RecordBatch) -> tuple[pa.Table, dict[int, tuple[str, str, str]]]:
         """Statuses of canonical rows: a table of the ``om_*`` columns (same order) and the invalid cells.
@@ -276,6 +297,7 @@ class KnownIndex:
         }
         kind = np.full(n, -1, dtype=np.int64)  # index into ID_FIELDS of the matched kind
         at = np.full(n, np.datetime64("NaT"), dtype="datetime64[us]")
+        entity = np.full(n, -1, dtype=np.int64)
         bad: dict[int, tuple[str, str, str]] = {}
         has_id = np.zeros(n, dtype=bool)
         todo = np.arange(n, dtype=np.int64)
@@ -284,12 +306,17 @@ class KnownIndex:
                 continue
             values = self._normalize(columns[field_name], field_name, todo, bad, has_id)
             unmatched = kind[todo] < 0  # company kinds: rows a higher company kind matched still get normalized
-            k, when = self._match(self.con, values.filter(pa.array(unmatched)), todo[unmatched], field_name)
-            kind[k], at[k] = prio, when
+            k, ent, when = self._match(self.con, values.filter(pa.array(unmatched)), todo[unmatched], field_name)
+            kind[k], entity[k], at[k] = prio, ent, when
             if field_name in LEAD_IDS:
                 todo = todo[kind[todo] < 0]
 
         known_lead = (kind >= 0) & (kind < len(LEAD_IDS))
+        for entity_type, rows_of in (("lead", known_lead), ("company", kind >= len(LEAD_IDS))):
+            picked = np.flatnonzero(rows_of)
+            when = at[picked]
+            self._last_synced(self.con, entity_type, entity[picked], when)
+            at[picked] = when
         invalid = ~known_lead & ~has_id
         if bad:
             invalid[np.fromiter(bad, dtype=np.int64, count=len(bad))] = True

@@ -117,6 +117,9 @@ class Tenant:
         self.lead_ws: dict[tuple[str, int], dict[str, Any]] = {}
         self.company_ws: dict[tuple[str, int], dict[str, Any]] = {}
         self.connections: dict[tuple[str, int], str] = {}
+        # every workspace id and sender seen (insertion-ordered sets), for per-record lookups
+        self.workspace_ids: dict[str, None] = {}
+        self.senders: dict[str, None] = {}
         self.dirty_leads: set[int] = set()
         self.dirty_companies: set[int] = set()
         self.track_dirty = False
@@ -201,7 +204,10 @@ class Tenant:
             if self.track_dirty:
                 self.dirty_leads.add(lead_idx)
             if has_sender:
-                self.connections[(ev["sender"], lead_idx)] = ev["linkedin_connection_level"]
+                sender = ev["sender"]
+                self.connections[(sender, lead_idx)] = ev["linkedin_connection_level"]
+                if sender not in self.senders:
+                    self.senders[sender] = None
         if has_ws:
             if has_lead:
                 key, store = (ev["workspace_id"], lead_idx), self.lead_ws
@@ -210,6 +216,7 @@ class Tenant:
             ws = store.get(key)
             if ws is None:
                 ws = store[key] = {}
+                self.workspace_ids[key[0]] = None
             for f in ws_attrs:
                 ws[f] = tuple(ev[f]) if f == "tags" else ev[f]  # tags replace the stored list
         return None
@@ -295,8 +302,22 @@ class Tenant:
     def _workspaces(store: dict[tuple[str, int], dict[str, Any]], idx: int) -> dict[str, dict[str, Any]]:
         return {w: _ws_view(attrs) for (w, i), attrs in store.items() if i == idx}
 
+    def _few(self, only: set[int] | None, scanned: int) -> bool:
+        """Whether looking ``only`` up by every known workspace and sender beats one full scan
+        (the persistence thread writes a few changed records of a large store)."""
+        return only is not None and (len(self.workspace_ids) + len(self.senders)) * len(only) < scanned
+
     def lead_docs(self, only: set[int] | None = None) -> Iterator[dict[str, Any]]:
         """Every lead (or those in ``only``) in creation order, in the inspection shape."""
+        if only is not None and self._few(only, len(self.lead_ws) + len(self.connections)):
+            lead_ws, connections = self.lead_ws, self.connections
+            for idx in sorted(only):
+                yield self.lead_doc(
+                    idx,
+                    {w: _ws_view(a) for w in self.workspace_ids if (a := lead_ws.get((w, idx))) is not None},
+                    {s: c for s in self.senders if (c := connections.get((s, idx))) is not None},
+                )
+            return
         ws: dict[int, dict[str, dict[str, Any]]] = {}
         for (w, i), attrs in self.lead_ws.items():
             if only is None or i in only:
@@ -310,6 +331,13 @@ class Tenant:
             yield self.lead_doc(idx, ws.get(idx, {}), conns.get(idx, {}))
 
     def company_docs(self, only: set[int] | None = None) -> Iterator[dict[str, Any]]:
+        if only is not None and self._few(only, len(self.company_ws)):
+            company_ws = self.company_ws
+            for idx in sorted(only):
+                yield self.company_doc(
+                    idx, {w: _ws_view(a) for w in self.workspace_ids if (a := company_ws.get((w, idx))) is not None}
+                )
+            return
         ws: dict[int, dict[str, dict[str, Any]]] = {}
         for (w, i), attrs in self.company_ws.items():
             if only is None or i in only:
@@ -325,14 +353,17 @@ class Tenant:
             idx = self._restore_record(self.companies, _COMPANY_KEYS, doc, "unified_company_id")
             for w, attrs in doc.get("workspaces", {}).items():
                 self.company_ws[(w, idx)] = _ws_store(attrs)
+                self.workspace_ids[w] = None
         for doc in leads:
             idx = self._restore_record(self.leads, _LEAD_KEYS, doc, "unified_lead_id")
             company = doc.get("unified_company_id")
             self.lead_company.append(self.companies.by_uid.get(company, -1) if company else -1)
             for w, attrs in doc.get("workspaces", {}).items():
                 self.lead_ws[(w, idx)] = _ws_store(attrs)
+                self.workspace_ids[w] = None
             for sender, level in doc.get("connections", {}).items():
                 self.connections[(sender, idx)] = level
+                self.senders[sender] = None
 
     @staticmethod
     def _restore_record(side: _Side, keys: tuple[str, ...], doc: dict[str, Any], uid_field: str) -> int:

@@ -182,3 +182,25 @@ def test_shared_contract_check_passes_against_the_cli() -> None:
         stop(proc, signal.SIGTERM)
     assert done.returncode == 0, done.stdout + done.stderr
     assert re.search(r"contract: (\d+)/\1 expectations hold", done.stdout), done.stdout
+
+
+def test_docs_of_a_few_changed_records_equal_the_full_listing() -> None:
+    """The persistence thread looks a few dirty records up instead of scanning everything."""
+    import random
+
+    from sandbox.store import Tenant
+
+    tenant = Tenant("t", random.Random(0))
+    for i in range(300):
+        tenant.apply({"event": "update_attributes", "lead_email": f"u{i}@example.com",
+                      "company_domain": f"c{i % 50}.co", "workspace_id": WS, "icp": f"I{i}", "sender": f"https://www.linkedin.com/in/s{i % 3}/",
+                      "linkedin_connection_level": "2"})
+        tenant.apply({"event": "update_attributes", "company_domain": f"c{i % 50}.co", "workspace_id": WS,
+                      "lead_status": "x"})
+    only = {3, 150, 299}
+    assert tenant._few(only, len(tenant.lead_ws) + len(tenant.connections))
+    full = list(tenant.lead_docs())
+    assert list(tenant.lead_docs(only)) == [full[i] for i in sorted(only)]
+    companies = list(tenant.company_docs())
+    assert list(tenant.company_docs({1, 7})) == [companies[1], companies[7]]
+    assert full[3]["workspaces"] == {WS: {"icp": "I3"}} and full[3]["connections"]

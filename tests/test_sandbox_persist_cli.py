@@ -193,8 +193,8 @@ def test_docs_of_a_few_changed_records_equal_the_full_listing() -> None:
     tenant = Tenant("t", random.Random(0))
     for i in range(300):
         tenant.apply({"event": "update_attributes", "lead_email": f"u{i}@example.com",
-                      "company_domain": f"c{i % 50}.co", "workspace_id": WS, "icp": f"I{i}", "sender": f"https://www.linkedin.com/in/s{i % 3}/",
-                      "linkedin_connection_level": "2"})
+                      "company_domain": f"c{i % 50}.co", "workspace_id": WS, "icp": f"I{i}",
+                      "sender": f"https://www.linkedin.com/in/s{i % 3}/", "linkedin_connection_level": "2"})
         tenant.apply({"event": "update_attributes", "company_domain": f"c{i % 50}.co", "workspace_id": WS,
                       "lead_status": "x"})
     only = {3, 150, 299}

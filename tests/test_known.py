@@ -11,6 +11,8 @@ import csv
 import hashlib
 import json
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -236,6 +238,21 @@ def test_the_check_sends_nothing_and_leaves_the_state_file_unchanged(
     assert code == 0
     assert fingerprint() == before
     assert sandbox_stats(_session_sandbox.url, KEY)["requests"] == requests_before
+
+
+def test_a_state_a_sync_is_writing_is_refused_with_a_clear_message(synced_state: Path, tmp_path: Path) -> None:
+    busy = tmp_path / "busy.duckdb"
+    busy.write_bytes(synced_state.read_bytes())
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"import duckdb, sys; c = duckdb.connect({str(busy)!r}); print('ok', flush=True); "
+         "sys.stdin.read()"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "ok"
+        with pytest.raises(ConfigurationError, match="a sync may be writing it"):
+            check_known(pa.table({"lead_email": ["ann@alpha.com"]}), busy)
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 # ------------------------------------------------------------------------ the CLI

@@ -286,6 +286,18 @@ def test_cli_summary_names_the_state_and_the_credits_saved(
     assert summary["target"].startswith("http://127.0.0.1")
 
 
+def test_cli_mapping_file_names_the_identifier_columns(synced_state: Path, tmp_path: Path) -> None:
+    source = write_csv(tmp_path / "crm.csv", [["Mail Pro", "Profil"], ["ann@alpha.com", ""],
+                                             ["", "https://www.linkedin.com/in/eve-e/"], ["x@y.org", ""]])
+    mapping = tmp_path / "mapping.toml"
+    mapping.write_text('[columns]\nlead_email = "Mail Pro"\nlead_linkedin_url = "Profil"\n', encoding="utf-8")
+    out = tmp_path / "all_known.csv"
+    assert cli_main(["known", str(source), "--mapping", str(mapping), "--state", str(synced_state),
+                     "--out-known", str(out)]) == 0
+    assert [(r["Mail Pro"], r["Profil"], r["om_matched_on"]) for r in read_output(out)] == [
+        ("ann@alpha.com", None, "lead_email"), (None, "https://www.linkedin.com/in/eve-e/", "lead_linkedin_url")]
+
+
 def test_cli_without_a_state_file_exits_2(tmp_path: Path, prospects: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli_main(["known", str(prospects), "--state", str(tmp_path / "x.duckdb")]) == 2
     assert "no state file" in capsys.readouterr().err

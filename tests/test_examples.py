@@ -7,8 +7,10 @@ the sandbox, and a second run over unchanged data sends nothing.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+import types
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -199,3 +201,37 @@ def test_dlt_pipeline_example_syncs_a_users_resource_and_keeps_state(
     requests = sandbox_stats(sandbox_server.url, KEY)["requests"]
     dlt_pipeline.run_pipeline(dlt_pipeline.crm_contacts(), state_path=state, base_url=sandbox_server.url)
     assert sandbox_stats(sandbox_server.url, KEY)["requests"] == requests
+
+
+# ----------------------------------------------------------------------------- README snippets
+def readme_snippet(name: str) -> str:
+    """The Python block after ``<!-- readme-snippet: name -->`` in the README's "Ways of running"."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("## Ways of running"):]
+    match = re.search(rf"<!-- readme-snippet: {name} -->\n```python\n(.*?)```", section, re.S)
+    assert match, name
+    return match.group(1)
+
+
+def test_readme_dlt_snippet_runs_as_written(sandbox_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DESTINATION__OUTREACH_MAGIC__API_KEY", KEY)
+    monkeypatch.setenv("DESTINATION__OUTREACH_MAGIC__BASE_URL", sandbox_server.url)
+    module = types.ModuleType("readme_snippet")  # dlt looks up a resource's module in sys.modules
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    exec(compile(readme_snippet("dlt"), "README.md", "exec"), module.__dict__)
+    assert "contains no failed jobs" in capsys.readouterr().out
+    leads = sandbox_leads(sandbox_server.url, KEY)
+    assert {lead["identifiers"]["lead_email"][0] for lead in leads} == {"ada@example.com", "bo@example.org"}
+    assert (tmp_path / "om_state" / "om.duckdb").is_file() and (tmp_path / "om_state" / "dlt").is_dir()
+
+
+def test_readme_dagster_snippet_defines_partitioned_assets() -> None:
+    dg = pytest.importorskip("dagster")
+    scope: dict[str, Any] = {"__name__": "readme_snippet"}
+    exec(compile(readme_snippet("dagster"), "README.md", "exec"), scope)
+    assets = [a for a in scope["defs"].assets if isinstance(a, dg.AssetsDefinition)]
+    assert sorted(a.key.to_user_string() for a in assets) == ["outreach_magic_apollo_exports",
+                                                               "outreach_magic_crm_leads"]
+    assert all(a.partitions_def is not None and len(a.partitions_def.get_partition_keys()) == 2 for a in assets)

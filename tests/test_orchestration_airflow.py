@@ -92,3 +92,15 @@ def test_dag_test_syncs_then_sends_nothing(sandbox_server: Any, tmp_path: Path) 
     for path in tmp_path.rglob("*"):  # the key is in no log, XCom, state or load file
         if path.is_file() and path.suffix not in {".py"}:
             assert KEY.encode() not in path.read_bytes(), path
+
+
+def test_readme_airflow_snippet_parses_into_a_dag(tmp_path: Path) -> None:
+    from tests.test_examples import readme_snippet
+
+    script = readme_snippet("airflow") + "\nprint('TASKS', sorted(dag.task_ids), dag.schedule, dag.max_active_runs)\n"
+    env = {**os.environ, "AIRFLOW_HOME": str(tmp_path / "airflow"), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+           "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-c", script], env=env, cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "TASKS ['crm_leads'] @hourly 1" in proc.stdout

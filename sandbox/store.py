@@ -75,11 +75,15 @@ def _add_ident(idents: Idents, field: str, value: str) -> None:
 class _Side:
     """One kind of record (leads or companies): ids, identifiers, attributes, indexes."""
 
-    __slots__ = ("attrs", "by_uid", "ident_fields", "idents", "index", "next_uid", "uids")
+    __slots__ = ("attrs", "base", "by_uid", "ident_fields", "idents", "index", "uids")
 
-    def __init__(self, ident_fields: tuple[str, ...], first_uid: int) -> None:
+    def __init__(self, ident_fields: tuple[str, ...], base: int) -> None:
         self.ident_fields = ident_fields
-        self.next_uid = first_uid
+        # Generated ids are ``base + index + 1`` in 24 hex digits (``base`` is random per
+        # tenant, side and process): an id maps back to its index by arithmetic, so new
+        # records need no id dict entry; ``by_uid`` holds only the ids that do not follow
+        # the rule (restored from --db, or a rare clash with one of those).
+        self.base = base
         self.uids: list[str] = []
         self.idents: list[Idents] = []
         self.attrs: list[dict[str, str]] = []
@@ -90,12 +94,29 @@ class _Side:
     def __len__(self) -> int:
         return len(self.uids)
 
-    def create(self, uid: str, idents: Idents | None = None, attrs: dict[str, str] | None = None) -> int:
+    def create(self, uid: str | None = None, idents: Idents | None = None, attrs: dict[str, str] | None = None) -> int:
+        """Append a record; ``uid=None`` generates its id."""
         idx = len(self.uids)
+        if uid is None:
+            uid = f"{(self.base + idx + 1) & _MASK_96:024x}"
+            if self.by_uid and uid in self.by_uid:  # clashes with a restored id: draw another
+                while uid in self.by_uid or self.find(uid) >= 0:
+                    uid = f"{random.getrandbits(96):024x}"
+                self.by_uid[uid] = idx
+        elif self.find(uid) < 0:
+            self.by_uid[uid] = idx
         self.uids.append(uid)
         self.idents.append({} if idents is None else idents)
         self.attrs.append({} if attrs is None else attrs)
-        self.by_uid[uid] = idx
+        return idx
+
+    def find(self, uid: str) -> int:
+        """The index of the record with id ``uid``, or -1."""
+        idx = self.by_uid.get(uid, -1)
+        if idx < 0:
+            n = (int(uid, 16) - self.base - 1) & _MASK_96
+            if n < len(self.uids) and self.uids[n] == uid:
+                return n
         return idx
 
 
@@ -151,16 +172,6 @@ class Tenant:
         self.__init__(self.tenant_id, self._rng)  # type: ignore[misc]
         self.track_dirty = track
 
-    # --------------------------------------------------------------------- ids
-    def _new_uid(self, side: _Side) -> str:
-        """A fresh 24-hex id: a random 96-bit start per tenant and side, then a counter
-        (cheaper than drawing 96 random bits per record; restored ids are skipped)."""
-        while True:
-            side.next_uid += 1
-            uid = f"{side.next_uid & _MASK_96:024x}"
-            if uid not in side.by_uid:
-                return uid
-
     # ------------------------------------------------------------------ upsert
     def apply(self, ev: dict[str, Any]) -> str | None:
         """Upsert one *valid* event; return the ``value_error`` message when it cannot apply.
@@ -181,11 +192,11 @@ class Tenant:
         leads, companies = self.leads, self.companies
         lead_idx = company_idx = -1
         if lead_uid_f:
-            lead_idx = leads.by_uid.get(ev["unified_lead_id"], -1)
+            lead_idx = leads.find(ev["unified_lead_id"])
             if lead_idx < 0 and not lead_ids:
                 return UNKNOWN_LEAD_ID
         if co_uid_f:
-            company_idx = companies.by_uid.get(ev["unified_company_id"], -1)
+            company_idx = companies.find(ev["unified_company_id"])
             if company_idx < 0 and not co_ids:
                 return UNKNOWN_COMPANY_ID
         has_lead = lead_uid_f or bool(lead_ids)
@@ -236,7 +247,7 @@ class Tenant:
                 if idx < 0:
                     idx = len(side.uids)
                     by[k] = idx
-                    return side.create(self._new_uid(side), {f: value}, {a: ev[a] for a in attr_fields})
+                    return side.create(None, {f: value}, {a: ev[a] for a in attr_fields})
             if k not in by:
                 by[k] = idx
                 _add_ident(side.idents[idx], f, value)
@@ -259,7 +270,7 @@ class Tenant:
                 if k not in by:
                     by[k] = idx
                     idents[f] = ev[f]
-            return side.create(self._new_uid(side), idents, {f: ev[f] for f in attr_fields})
+            return side.create(None, idents, {f: ev[f] for f in attr_fields})
         idents = side.idents[idx]
         for f, k in matched:
             by = index[f]
@@ -357,7 +368,7 @@ class Tenant:
         for doc in leads:
             idx = self._restore_record(self.leads, _LEAD_KEYS, doc, "unified_lead_id")
             company = doc.get("unified_company_id")
-            self.lead_company.append(self.companies.by_uid.get(company, -1) if company else -1)
+            self.lead_company.append(self.companies.find(company) if company else -1)
             for w, attrs in doc.get("workspaces", {}).items():
                 self.lead_ws[(w, idx)] = _ws_store(attrs)
                 self.workspace_ids[w] = None

@@ -204,3 +204,22 @@ def test_docs_of_a_few_changed_records_equal_the_full_listing() -> None:
     companies = list(tenant.company_docs())
     assert list(tenant.company_docs({1, 7})) == [companies[1], companies[7]]
     assert full[3]["workspaces"] == {WS: {"icp": "I3"}} and full[3]["connections"]
+
+
+def test_generated_ids_never_clash_with_restored_ones() -> None:
+    import random
+
+    from sandbox.store import Tenant
+
+    tenant = Tenant("t", random.Random(0))
+    base = tenant.leads.base
+    clash = f"{(base + 2) & ((1 << 96) - 1):024x}"  # what the record at index 1 would get
+    tenant.restore([], [{"unified_lead_id": clash, "identifiers": {"lead_email": ["old@example.com"]}}])
+    tenant.apply({"event": "update_attributes", "lead_email": "new@example.com"})
+    tenant.apply({"event": "update_attributes", "lead_email": "newer@example.com"})
+    uids = tenant.leads.uids
+    assert len(set(uids)) == 3 and uids[0] == clash
+    assert [tenant.leads.find(u) for u in uids] == [0, 1, 2]
+    assert tenant.apply({"event": "update_attributes", "unified_lead_id": uids[1], "lead_first_name": "N"}) is None
+    assert tenant.leads.attrs[1] == {"lead_first_name": "N"}
+    assert tenant.leads.find("0" * 24) == -1 or uids[tenant.leads.find("0" * 24)] == "0" * 24

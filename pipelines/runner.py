@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import json
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,7 +65,8 @@ class SyncRequest:
     batch_size: int = settings.DEFAULT_BATCH_SIZE
     concurrency: int = 4
     allow_insecure_http: bool = False
-    stage_rows: int = 250_000
+    stage_rows: int = 100_000
+    read_rows: int = 20_000
     max_attempts: int = 8
     timeout: float = 30.0
     partition: str | None = None  # "i/n": sync only this worker's share of the leads (own state file each)
@@ -80,6 +82,7 @@ class SourceInfo:
     reason: str
     unused: list[str]
     rows: int = 0
+    issues: list[Any] = field(default_factory=list)
 
 
 @dataclass
@@ -105,6 +108,7 @@ class SyncReport:
     retries: int = 0
     throttled: int = 0
     seconds: float = 0.0
+    delivery_seconds: float = 0.0
     sources: list[SourceInfo] = field(default_factory=list)
     ignored_columns: list[str] = field(default_factory=list)
     samples: list[dict[str, Any]] = field(default_factory=list)
@@ -119,9 +123,14 @@ class SyncReport:
 
     def to_dict(self) -> dict[str, Any]:
         out = {k: v for k, v in self.__dict__.items() if k != "sources"}
-        out["sources"] = [s.__dict__ for s in self.sources]
+        out["sources"] = [
+            {**{k: v for k, v in s.__dict__.items() if k != "issues"},
+             "issues": [{"kind": i.kind, "row": i.row, "message": i.message} for i in s.issues]}
+            for s in self.sources
+        ]
         out["needs_rerun"] = self.needs_rerun
         out["seconds"] = round(self.seconds, 3)
+        out["delivery_seconds"] = round(self.delivery_seconds, 3)
         return out
 
     def absorb(self, totals: RunTotals) -> None:
@@ -138,6 +147,7 @@ class SyncReport:
         self.requests += totals.requests
         self.retries += totals.retries
         self.throttled += totals.throttled
+        self.delivery_seconds += totals.delivery_seconds
         self.ignored_columns = sorted(set(self.ignored_columns) | set(st.ignored_columns))
         self.samples = (self.samples + st.samples)[:5]
         for reason, n in totals.failure_reasons.items():
@@ -188,6 +198,68 @@ class RowFilter:
         return table
 
 
+def _label(spec: Any) -> str:
+    if hasattr(spec, "shape") or hasattr(spec, "num_rows"):
+        return "<frame>"
+    if isinstance(spec, str) and "://" in spec:
+        from sources.readers.sql import redact
+
+        return str(redact(spec))
+    return str(spec)
+
+
+def _cursor_key(spec: Any, request: SyncRequest) -> str | None:
+    """Incremental reads are kept per (database, table, cursor column) in the state file."""
+    if not request.cursor_column or not isinstance(spec, str) or "://" not in spec or not request.table:
+        return None
+    return f"cursor:{_label(spec)}:{request.table}:{request.cursor_column}"
+
+
+def _load_cursor(con: duckdb.DuckDBPyConnection, key: str) -> Any:
+    rows = con.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchall()
+    return json.loads(rows[0][0]) if rows else None
+
+
+def _cursor_tracker(cursors: dict[str, Any], key: str, column: str) -> Callable[[pa.RecordBatch], None]:
+    from sources.readers import max_cursor
+
+    def track(batch: pa.RecordBatch) -> None:
+        if column in batch.schema.names:
+            cursors[key] = max_cursor(batch, column, cursors[key])
+
+    return track
+
+
+def _save_cursors(state_path: str, target: str, cursors: dict[str, Any]) -> None:
+    """Advance the cursors only after a run whose events were all confirmed or settled."""
+    con = state_mod.connect(state_path, target=target)
+    try:
+        for key, value in cursors.items():
+            if value is None:
+                continue
+            text = json.dumps(value.isoformat() if hasattr(value, "isoformat") else value)
+            con.execute("DELETE FROM meta WHERE key = ?", [key])
+            con.execute("INSERT INTO meta VALUES (?, ?)", [key, text])
+    finally:
+        con.close()
+
+
+def _record_source_issues(state_path: str, request: SyncRequest, report: SyncReport, run_id: str) -> None:
+    """Rows a reader had to skip (ragged, truncated, not an object) go to the ledger as invalid."""
+    skipped = [(info, i) for info in report.sources for i in info.issues if i.row is not None]
+    report.invalid += len(skipped)
+    if not skipped or request.dry_run:
+        return
+    con = state_mod.connect(state_path, target=request.base_url)
+    try:
+        con.executemany(
+            "INSERT INTO rejected VALUES (?, 'invalid', ?, ?, '', '', ?, NULL, now())",
+            [(run_id, i.source or info.spec, i.row, f"{i.kind}: {i.message}") for info, i in skipped],
+        )
+    finally:
+        con.close()
+
+
 def _load_pending(pipeline: Any) -> None:
     if pipeline.list_extracted_load_packages():
         pipeline.normalize()
@@ -225,31 +297,46 @@ def run_sync(
             )
         _configure_dlt()
         specs = expand_sources(request.sources)
-        reader_kwargs: dict[str, Any] = {}
+        # Reader batches of 20k rows: larger ones buy little speed and cost peak memory.
+        reader_kwargs: dict[str, Any] = {"batch_rows": request.read_rows}
         for key in ("table", "query", "cursor_column"):
             if getattr(request, key):
                 reader_kwargs[key] = getattr(request, key)
+        state_dir = Path(state_path).parent
+        con = state_mod.connect(state_path, target=request.base_url)
         opened = []
+        cursors: dict[str, Any] = {}
         for spec in specs:
+            issues: list[Any] = []
+            kwargs = dict(reader_kwargs, issues=issues)
+            cursor_key = _cursor_key(spec, request)
+            if cursor_key:
+                kwargs["cursor_start"] = _load_cursor(con, cursor_key)
             src = open_source(spec, preset=request.preset, mapping_file=request.mapping,
-                              constants=request.constants or None, **reader_kwargs)
-            info = SourceInfo(str(spec) if not hasattr(spec, "shape") else "<frame>", src.plan.preset,
-                              src.plan.reason, list(src.plan.unused))
+                              constants=request.constants or None, **kwargs)
+            label = _label(spec)
+            info = SourceInfo(label, src.plan.preset, src.plan.reason, list(src.plan.unused))
+            info.issues = issues
+            if cursor_key:
+                cursors[cursor_key] = None  # the highest value read this run
+                src.on_raw = _cursor_tracker(cursors, cursor_key, str(request.cursor_column))
             report.sources.append(info)
             opened.append((src, info))
             say(f"{info.spec}: {info.reason}")
-
-        state_dir = Path(state_path).parent
-        con = state_mod.connect(state_path, target=request.base_url)
         row_filter = RowFilter(con, skip_known=not (request.full_refresh or request.retry_rejected))
 
         def rows() -> Iterator[pa.Table]:
             for src, info in opened:
-                for batch in src:
-                    info.rows += batch.num_rows
-                    kept = row_filter(batch, info.spec)
-                    if kept.num_rows:
-                        yield kept
+                batches: Generator[pa.RecordBatch, None, None] = iter(src)  # type: ignore[assignment]
+                try:
+                    for batch in batches:
+                        info.rows += batch.num_rows
+                        kept = row_filter(batch, info.spec)
+                        if kept.num_rows:
+                            yield kept
+                finally:
+                    batches.close()  # release the source (a database cursor) even on errors
+                info.unused = list(src.plan.unused)  # the plan may have learnt columns while reading
                 say(f"read {info.rows:,} rows from {info.spec}")
 
         destination = outreach_magic(
@@ -293,6 +380,10 @@ def run_sync(
         report.rows_read = row_filter.read
         report.rows_skipped_unchanged = row_filter.skipped
         report.unchanged += row_filter.skipped
+        _record_source_issues(state_path, request, report, run_id)
+        totals = totals_for(run_id)
+        if cursors and not request.dry_run and totals.fatal is None and not totals.stage.failed:
+            _save_cursors(state_path, request.base_url, cursors)
     except OutreachMagicError as exc:
         report.error = str(exc)
         report.exit_code = EXIT_FAILED

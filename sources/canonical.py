@@ -7,7 +7,7 @@ headers alone (``list_columns``), and iterating reads the rows batch by batch.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,9 @@ class CanonicalSource:
         self.mapping_file = mapping_file
         self.constants = constants
         self._planned_columns = list(columns)
+        #: Called with every raw batch before mapping (the runner tracks an incremental
+        #: cursor column there, which the mapping does not keep).
+        self.on_raw: Callable[[pa.RecordBatch], None] | None = None
 
     def __iter__(self) -> Iterator[pa.RecordBatch]:
         from sources.readers import read_source
@@ -49,6 +52,8 @@ class CanonicalSource:
         for batch in read_source(self.spec, **self.reader_kwargs):
             if batch.schema.names != self._planned_columns:
                 self._replan(batch.schema.names)
+            if self.on_raw is not None:
+                self.on_raw(batch)
             yield apply_mapping(batch, self.plan)
 
     def _replan(self, columns: list[str]) -> None:

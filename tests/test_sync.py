@@ -333,3 +333,48 @@ def test_cli_sync_json_with_embedded_sandbox(tmp_path: Path) -> None:
     assert proc.returncode == report["exit_code"] in (0, 1)
     assert report["applied"] == report["events"] > 0 and report["sources"][0]["preset"] == "apollo"
     assert "Traceback" not in proc.stderr
+
+
+def test_rows_a_reader_skips_are_in_the_ledger(sandbox_server: Any, tmp_path: Path) -> None:
+    src = tmp_path / "ragged.csv"
+    src.write_text("lead_email,lead_first_name\nkim@example.com,Kim\nlou@example.com,Lou,extra,fields\n"
+                   "max@example.com,Max\n", encoding="utf-8")
+    state = tmp_path / "s.duckdb"
+    report = sync(sandbox_server.url, state, [src])
+    assert report.applied == 2 and report.invalid == 1 and report.exit_code == 1
+    con = duckdb.connect(str(state), read_only=True)
+    ledger = con.execute('SELECT origin, row, reason FROM rejected').fetchall()
+    con.close()
+    assert ledger[0][:2] == ("invalid", 2) and ledger[0][2]
+
+
+def test_incremental_cursor_on_a_postgres_table_reads_only_new_rows(sandbox_server: Any, tmp_path: Path) -> None:
+    psycopg2 = pytest.importorskip("psycopg2")
+    try:
+        pg = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="test", connect_timeout=3)
+    except Exception as exc:  # pragma: no cover - the server is part of this machine
+        pytest.skip(f"PostgreSQL unreachable: {exc}")
+    table = f"om_sync_{os.getpid()}"
+    pg.autocommit = True
+    cur = pg.cursor()
+    cur.execute(f"CREATE TABLE {table} (lead_email text, lead_job_title text, updated_at timestamptz)")
+    try:
+        cur.execute(f"INSERT INTO {table} VALUES ('nia@example.com', 'CEO', '2026-01-01'), "
+                    "('oli@example.com', 'CTO', '2026-01-02')")
+        url = "postgresql://postgres@127.0.0.1:5432/test"
+        state = tmp_path / "s.duckdb"
+        first = sync(sandbox_server.url, state, [url], table=table, cursor_column="updated_at")
+        assert first.error is None and first.rows_read == 2 and first.applied == 2
+        cur.execute(f"UPDATE {table} SET lead_job_title = 'COO', updated_at = '2026-02-01' "
+                    "WHERE lead_email = 'oli@example.com'")
+        cur.execute(f"INSERT INTO {table} VALUES ('pat@example.com', 'CFO', '2026-02-02')")
+        second = sync(sandbox_server.url, state, [url], table=table, cursor_column="updated_at")
+        assert second.rows_read == 2 and second.applied == 2
+        oli = lead_by(sandbox_leads(sandbox_server.url, KEY), "lead_email", "oli@example.com")[0]
+        assert oli["attributes"]["lead_job_title"] == "COO"
+        third = sync(sandbox_server.url, state, [url], table=table, cursor_column="updated_at")
+        assert third.rows_read == 0 and third.requests == 0
+    finally:
+        cur.execute("SET lock_timeout = '10s'")  # a leaked reader transaction must fail the test, not hang it
+        cur.execute(f"DROP TABLE IF EXISTS {table}")
+        pg.close()

@@ -47,7 +47,7 @@ class SinkOptions:
     retry_rejected: bool = False
     dry_run: bool = False
     allow_insecure_http: bool = False
-    stage_rows: int = 250_000
+    stage_rows: int = 100_000
     run_id: str = ""
     partition: tuple[int, int] | None = None  # (index, count): this worker's share of the leads
 
@@ -65,6 +65,7 @@ class RunTotals:
     retries: int = 0
     throttled: int = 0
     splits: int = 0
+    delivery_seconds: float = 0.0
     failure_reasons: dict[str, int] = field(default_factory=dict)
     fatal: Exception | None = None  # the run-stopping error, for the runner's report
     # Progress hooks the runner sets: a message, and (events done, events of this slice).
@@ -72,6 +73,7 @@ class RunTotals:
     tick: Callable[[int, int], None] | None = None
 
     def add_delivery(self, stats: DeliveryStats) -> None:
+        self.delivery_seconds += stats.seconds
         self.requests += stats.requests
         self.retries += stats.retries
         self.throttled += stats.throttled

@@ -244,6 +244,7 @@ class Staging:
         self.record = record  # False for dry runs: nothing is written to the state
         self.report = StageReport()
         self.present: list[str] = list(s.CANONICAL_FIELDS)
+        self.has_order = False
         self._applied: list[int] = []
         self._issues: list[RowIssue] = []
         self._partial: list[RowIssue] = []
@@ -269,6 +270,7 @@ class Staging:
         # DuckDB moves a fraction of the data (exports rarely fill half the fields).
         n = normalized.num_rows
         self.present = [c for c in s.CANONICAL_FIELDS if normalized.column(c).null_count < n]
+        self.has_order = normalized.column("_om_order").null_count < n
         missing = [c for c in s.CANONICAL_FIELDS if c not in self.present]
         con.register("t_norm", normalized)
         con.execute("CREATE OR REPLACE TEMP TABLE t_bad (_rid BIGINT)")
@@ -296,7 +298,9 @@ class Staging:
         self._record_invalid()
         self._group()
         self._merge_and_diff()
+        self._drop("m_lead", "m_comp")
         self._build_events()
+        self._drop("t_lead_ev", "c_changed", "d_lead", "d_comp", "d_lead_ws", "d_comp_ws", "d_conn")
         self.con.execute("CREATE OR REPLACE TEMP TABLE t_confirmed (event_no BIGINT)")
         return self.report
 
@@ -428,13 +432,24 @@ class Staging:
     def _group(self) -> None:
         self._cluster(LEAD_IDS, "l")
         self._cluster(COMPANY_IDS, "c")
+        # "Latest" is the order column, then the row position; a plain integer when the
+        # source has no order column (comparing structs costs several times more).
+        ordering = "(coalesce(r._om_order, ''), r._rid)" if self.has_order else "r._rid"
         self.con.execute(
             "CREATE OR REPLACE TEMP TABLE t_rg AS SELECT r.*, lg.g AS lg, cg.g AS cg, "
-            "(coalesce(r._om_order, ''), r._rid) AS _ord "
+            f"{ordering} AS _ord "
             "FROM t_rows r LEFT JOIN l_rowgroup lg USING (_rid) LEFT JOIN c_rowgroup cg USING (_rid)"
         )
         if self.partition is not None:
             self._keep_partition(*self.partition)
+        # Staging tables are dropped as soon as they are no longer read: memory is the
+        # limit on large slices, not time.
+        self._drop("t_rows", "t_rows_data", "l_tuples", "l_map", "l_rowgroup", "c_tuples", "c_map", "c_rowgroup")
+
+    def _drop(self, *names: str) -> None:
+        for name in names:
+            kind = "VIEW" if name == "t_rows" else "TABLE"
+            self.con.execute(f"DROP {kind} IF EXISTS {name}")
 
     def _keep_partition(self, index: int, count: int) -> None:
         """Drop the groups another partition owns.
@@ -468,12 +483,20 @@ class Staging:
         con = self.con
         refresh = "TRUE" if self.full_refresh else "FALSE"
 
+        present = set(self.present)
+
+        # Fields no row has are NULL constants rather than per-row aggregates.
         def latest(cols: Iterable[str]) -> str:
-            return ", ".join(f"arg_max({c}, _ord) FILTER (WHERE {c} IS NOT NULL) AS {c}" for c in cols)
+            return ", ".join(
+                f"arg_max({c}, _ord) FILTER (WHERE {c} IS NOT NULL) AS {c}" if c in present else f"{_null(c)} AS {c}"
+                for c in cols
+            )
 
         def changed(cols: Iterable[str], state: str = "st") -> str:
             return ", ".join(
-                f"CASE WHEN {refresh} OR m.{c} IS DISTINCT FROM {state}.{c} THEN m.{c} END AS {c}" for c in cols
+                f"CASE WHEN {refresh} OR m.{c} IS DISTINCT FROM {state}.{c} THEN m.{c} END AS {c}"
+                if c in present else f"{_null(c)} AS {c}"
+                for c in cols
             )
 
         def any_changed(cols: Iterable[str]) -> str:
@@ -536,9 +559,10 @@ class Staging:
         ws_cols = ", ".join(f"w.{c}" for c in WS_ATTRS)
         lid = ", ".join(f"lgr.{c}" for c in LEAD_IDS)
         cid = ", ".join(f"cgr.{c}" for c in COMPANY_IDS)
-        lead_changed = _any([f"d.{c}" for c in s.LEAD_ATTRIBUTES])
+        present = set(self.present)
+        lead_changed = _any([f"d.{c}" for c in s.LEAD_ATTRIBUTES if c in present])
         null_ws = ", ".join(f"NULL::{'VARCHAR[]' if c == 'tags' else 'VARCHAR'}" for c in WS_ATTRS)
-        comp_changed = _any([f"{c}" for c in s.COMPANY_ATTRIBUTES])
+        comp_changed = _any([f"{c}" for c in s.COMPANY_ATTRIBUTES if c in present])
         con.execute(
             f"CREATE OR REPLACE TEMP TABLE c_changed AS SELECT g, e, ({comp_changed} OR new_ids) AS changed "
             f"FROM d_comp"
@@ -563,9 +587,15 @@ class Staging:
             FROM base WHERE needed
             """
         )
+        # The wire JSON is written by DuckDB (20x faster than dicts + orjson here): empty
+        # fields are left out, values escaped by to_json. Its hash names the event's content.
+        parts = "".join(
+            f", CASE WHEN {c} IS NOT NULL THEN ',\"{c}\":' || to_json({c}) END"
+            for c in s.CANONICAL_FIELDS if c in present
+        )
         con.execute(
             f"""
-            CREATE OR REPLACE TEMP TABLE t_out_wide AS
+            CREATE OR REPLACE TABLE work.t_out AS
             WITH lead_ev AS (
                 SELECT 1 AS part, d.g AS lg, d.e AS le, d.cg, d.ce, d.platform, {lid}, {lead_attrs},
                        {cid}, {comp_attrs_named}, d.workspace_id, {", ".join(f"d.{c}" for c in WS_ATTRS)},
@@ -615,19 +645,11 @@ class Staging:
             alle AS (
                 SELECT * FROM lead_ev UNION ALL BY NAME SELECT * FROM extra_ws
                 UNION ALL BY NAME SELECT * FROM extra_conn
-                UNION ALL BY NAME SELECT * FROM comp_ev UNION ALL BY NAME SELECT * FROM comp_extra_ws)
-            SELECT row_number() OVER (ORDER BY part, coalesce(lg, cg)) AS event_no, *
-            FROM alle
+                UNION ALL BY NAME SELECT * FROM comp_ev UNION ALL BY NAME SELECT * FROM comp_extra_ws),
+            numbered AS (SELECT row_number() OVER () AS event_no, * FROM alle),
+            coded AS (SELECT *, concat('{{"event":"{s.EVENT_NAME}"'{parts}, '}}') AS json FROM numbered)
+            SELECT *, hash(json) AS content_hash FROM coded
             """
-        )
-        # The wire JSON, written by DuckDB (20x faster than dicts + orjson here): empty
-        # fields are left out, values escaped by to_json. Its hash names the event's content.
-        parts = "".join(
-            f", CASE WHEN {c} IS NOT NULL THEN ',\"{c}\":' || to_json({c}) END" for c in s.CANONICAL_FIELDS
-        )
-        con.execute(
-            f"""CREATE OR REPLACE TABLE work.t_out AS SELECT *, hash(json) AS content_hash FROM (
-                SELECT *, concat('{{"event":"{s.EVENT_NAME}"'{parts}, '}}') AS json FROM t_out_wide)"""
         )
         # Events the API rejected before, unchanged since: held back unless asked to retry.
         if not self.retry_rejected and not self.full_refresh:
@@ -784,6 +806,10 @@ class Staging:
                 "AND r._om_hash NOT IN (SELECT hash FROM row_hashes)"
             )
         return self.report
+
+
+def _null(field: str) -> str:
+    return "NULL::VARCHAR[]" if field == "tags" else "NULL::VARCHAR"
 
 
 def _scalar(con: duckdb.DuckDBPyConnection, sql: str) -> Any:

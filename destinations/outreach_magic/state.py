@@ -34,6 +34,7 @@ from . import settings as s
 from .exceptions import ConfigurationError
 
 SCHEMA_VERSION = "2"
+MEMORY_LIMIT = os.environ.get("OUTREACH_MAGIC_DUCKDB_MEMORY", "256MB")
 
 
 def _cols(fields: tuple[str, ...]) -> str:
@@ -92,6 +93,11 @@ def connect(
     finally:
         os.umask(old)
     os.chmod(p, 0o600)
+    # Bounded memory: DuckDB would otherwise keep up to 80% of RAM of staging data in
+    # memory; past this limit it spills to a folder beside the state file.
+    con.execute(f"SET memory_limit = '{MEMORY_LIMIT}'")
+    con.execute(f"SET temp_directory = '{p.parent / (p.name + '.tmp')}'")
+    con.execute("SET preserve_insertion_order = false")
     con.execute(SCHEMA)
     rows = con.execute("SELECT value FROM meta WHERE key = 'target'").fetchall()
     row = rows[0] if rows else None

@@ -150,22 +150,29 @@ def read_sql_table(
     row = 1
     names: list[str] | None = None
     items = iter(resource)
-    while True:
-        try:
-            item = next(items)
-        except StopIteration:
-            return
-        except Exception as exc:
-            raise _fail(url, table, exc) from exc
-        batches = item.to_batches() if isinstance(item, pa.Table) else [item]
-        for batch in batches:
-            if batch.num_rows == 0:
-                continue
-            names = names or dedupe_names(batch.schema.names)
-            for start in range(0, batch.num_rows, batch_rows):
-                part = batch.slice(start, batch_rows)
-                yield add_provenance(part, table, row, names)
-                row += part.num_rows
+    try:
+        while True:
+            try:
+                item = next(items)
+            except StopIteration:
+                return
+            except Exception as exc:
+                raise _fail(url, table, exc) from exc
+            batches = item.to_batches() if isinstance(item, pa.Table) else [item]
+            for batch in batches:
+                if batch.num_rows == 0:
+                    continue
+                names = names or dedupe_names(batch.schema.names)
+                for start in range(0, batch.num_rows, batch_rows):
+                    part = batch.slice(start, batch_rows)
+                    yield add_provenance(part, table, row, names)
+                    row += part.num_rows
+    finally:
+        # A consumer that stops early (an error downstream) must not leave the server-side
+        # cursor's transaction open: it holds locks until garbage collection, if ever.
+        close = getattr(items, "close", None)
+        if close is not None:
+            close()
 
 
 def _coerce_start(value: str, data_type: str | None, url: str, table: str) -> Any:

@@ -31,9 +31,10 @@ import orjson
 
 from pipelines.runner import EXIT_OK, SyncReport, SyncRequest, run_sync
 
-# Counts that add up across partitions: each event, request and invalid row belongs to one partition.
-SUMMED = ("invalid", "partial", "merged", "unchanged", "skipped_rejected", "events", "applied", "rejected",
-          "failed", "requests", "retries", "throttled")
+# Counts that add up across partitions: each event, request and invalid row belongs to one
+# partition, and a row's confirmed hash is recorded by the partition that owns its lead.
+SUMMED = ("rows_skipped_unchanged", "invalid", "partial", "merged", "unchanged", "skipped_rejected", "events",
+          "applied", "rejected", "failed", "requests", "retries", "throttled")
 
 
 def partition_request(request: SyncRequest, index: int, count: int, state_dir: str | Path) -> SyncRequest:

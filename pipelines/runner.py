@@ -21,7 +21,7 @@ import glob
 import json
 import os
 import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -327,7 +327,7 @@ def run_sync(
 
         def rows() -> Iterator[pa.Table]:
             for src, info in opened:
-                batches: Generator[pa.RecordBatch, None, None] = iter(src)  # type: ignore[assignment]
+                batches = iter(src)
                 try:
                     for batch in batches:
                         info.rows += batch.num_rows
@@ -335,7 +335,9 @@ def run_sync(
                         if kept.num_rows:
                             yield kept
                 finally:
-                    batches.close()  # release the source (a database cursor) even on errors
+                    close = getattr(batches, "close", None)  # release the source (a database cursor)
+                    if close is not None:  # even when the load fails half-way
+                        close()
                 info.unused = list(src.plan.unused)  # the plan may have learnt columns while reading
                 say(f"read {info.rows:,} rows from {info.spec}")
 

@@ -378,3 +378,20 @@ def test_incremental_cursor_on_a_postgres_table_reads_only_new_rows(sandbox_serv
         cur.execute("SET lock_timeout = '10s'")  # a leaked reader transaction must fail the test, not hang it
         cur.execute(f"DROP TABLE IF EXISTS {table}")
         pg.close()
+
+
+def test_company_only_rows_are_confirmed_in_the_state_and_not_resent(sandbox_server: Any, tmp_path: Path) -> None:
+    src = write_csv(tmp_path / "companies.csv", ["company_domain", "company_name", "icp", "lead_email", "lead_first_name"], [
+        ["delta.example", "Delta", "ICP 2", "", ""],
+        ["epsilon.example", "Epsilon", "", "eli@epsilon.example", "Eli"],
+    ])
+    state = tmp_path / "s.duckdb"
+    assert sync(sandbox_server.url, state, [src]).applied == 2
+    con = duckdb.connect(str(state), read_only=True)
+    assert con.execute("SELECT count(*) FROM identity WHERE entity_type = 'company'").fetchall() == [(2,)]
+    assert sorted(con.execute("SELECT company_name FROM company_state").fetchall()) == [("Delta",), ("Epsilon",)]
+    assert con.execute("SELECT icp FROM company_ws_state").fetchall() == [("ICP 2",)]
+    con.close()
+    # Bypass the row-hash shortcut: staging's own diff must find nothing to send either.
+    again = sync(sandbox_server.url, state, [src], retry_rejected=True)
+    assert again.rows_skipped_unchanged == 0 and again.events == 0 and again.unchanged == 2

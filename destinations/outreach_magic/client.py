@@ -35,6 +35,7 @@ import contextlib
 import ipaddress
 import itertools
 import queue
+import socket
 import sys
 import threading
 import time
@@ -258,7 +259,12 @@ class _Run:
             limits=httpx.Limits(
                 max_connections=c.max_concurrency, max_keepalive_connections=c.max_concurrency
             ),
-            transport=c._transport,
+            # TCP_NODELAY: a small request body written after its headers otherwise waits
+            # for the peer's delayed ACK (~40 ms a request on loopback, measured).
+            transport=c._transport or httpx.AsyncHTTPTransport(
+                limits=httpx.Limits(max_connections=c.max_concurrency, max_keepalive_connections=c.max_concurrency),
+                socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
+            ),
             follow_redirects=False,
         )
 

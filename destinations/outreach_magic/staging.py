@@ -560,12 +560,13 @@ class Staging:
         lid = ", ".join(f"lgr.{c}" for c in LEAD_IDS)
         cid = ", ".join(f"cgr.{c}" for c in COMPANY_IDS)
         present = set(self.present)
+        refresh = "TRUE" if self.full_refresh else "FALSE"
         lead_changed = _any([f"d.{c}" for c in s.LEAD_ATTRIBUTES if c in present])
         null_ws = ", ".join(f"NULL::{'VARCHAR[]' if c == 'tags' else 'VARCHAR'}" for c in WS_ATTRS)
         comp_changed = _any([f"{c}" for c in s.COMPANY_ATTRIBUTES if c in present])
         con.execute(
-            f"CREATE OR REPLACE TEMP TABLE c_changed AS SELECT g, e, ({comp_changed} OR new_ids) AS changed "
-            f"FROM d_comp"
+            f"CREATE OR REPLACE TEMP TABLE c_changed AS "
+            f"SELECT g, e, ({comp_changed} OR new_ids OR {refresh}) AS changed FROM d_comp"
         )
         # Base lead events: leads with any change, or whose first workspace/connection changed.
         con.execute(
@@ -608,37 +609,39 @@ class Staging:
                        {", ".join(f"NULL::VARCHAR AS {c}" for c in COMPANY_IDS)},
                        {", ".join(f"NULL::VARCHAR AS {c}" for c in s.COMPANY_ATTRIBUTES)},
                        w.workspace_id, {ws_cols}, NULL::VARCHAR AS sender, NULL::VARCHAR AS linkedin_connection_level,
-                       FALSE, FALSE
+                       FALSE AS carries_lead, FALSE AS carries_company
                 FROM (SELECT *, row_number() OVER (PARTITION BY g ORDER BY workspace_id) AS k FROM d_lead_ws) w
                 JOIN l_groups lgr ON lgr.g = w.g JOIN l_entity le ON le.g = w.g JOIN d_lead dl ON dl.g = w.g
                 WHERE w.k > 1),
             extra_conn AS (
-                SELECT 3 AS part, c.g AS lg, le.e AS le, NULL::BIGINT, NULL::BIGINT, dl.platform, {lid},
+                SELECT 3 AS part, c.g AS lg, le.e AS le, NULL::BIGINT AS cg, NULL::BIGINT AS ce, dl.platform, {lid},
                        {", ".join(f"NULL::VARCHAR AS {c}" for c in s.LEAD_ATTRIBUTES)},
                        {", ".join(f"NULL::VARCHAR AS {c}" for c in COMPANY_IDS)},
                        {", ".join(f"NULL::VARCHAR AS {c}" for c in s.COMPANY_ATTRIBUTES)},
-                       NULL::VARCHAR, {null_ws},
-                       c.sender, c.linkedin_connection_level, FALSE, FALSE
+                       NULL::VARCHAR AS workspace_id, {null_ws},
+                       c.sender, c.linkedin_connection_level, FALSE AS carries_lead, FALSE AS carries_company
                 FROM (SELECT *, row_number() OVER (PARTITION BY g ORDER BY sender) AS k FROM d_conn) c
                 JOIN l_groups lgr ON lgr.g = c.g JOIN l_entity le ON le.g = c.g JOIN d_lead dl ON dl.g = c.g
                 WHERE c.k > 1),
             comp_ev AS (
-                SELECT 4 AS part, NULL::BIGINT, NULL::BIGINT, dc.g, dc.e, dc.platform,
+                SELECT 4 AS part, NULL::BIGINT AS lg, NULL::BIGINT AS le, dc.g AS cg, dc.e AS ce, dc.platform,
                        {", ".join(f"NULL::VARCHAR AS {c}" for c in LEAD_IDS)},
                        {", ".join(f"NULL::VARCHAR AS {c}" for c in s.LEAD_ATTRIBUTES)},
                        {cid}, {", ".join(f"dc.{c}" for c in s.COMPANY_ATTRIBUTES)},
-                       w.workspace_id, {ws_cols}, NULL::VARCHAR, NULL::VARCHAR, FALSE, TRUE
+                       w.workspace_id, {ws_cols}, NULL::VARCHAR AS sender, NULL::VARCHAR AS linkedin_connection_level,
+                       FALSE AS carries_lead, TRUE AS carries_company
                 FROM d_comp dc JOIN c_groups cgr ON cgr.g = dc.g JOIN c_changed cc ON cc.g = dc.g
                 LEFT JOIN (SELECT *, row_number() OVER (PARTITION BY g ORDER BY workspace_id) AS k FROM d_comp_ws) w
                   ON w.g = dc.g AND w.k = 1
                 WHERE (cc.changed OR w.g IS NOT NULL)
                   AND dc.g NOT IN (SELECT cg FROM t_lead_ev WHERE cfirst)),
             comp_extra_ws AS (
-                SELECT 5 AS part, NULL::BIGINT, NULL::BIGINT, w.g, ce.e, dc.platform,
+                SELECT 5 AS part, NULL::BIGINT AS lg, NULL::BIGINT AS le, w.g AS cg, ce.e AS ce, dc.platform,
                        {", ".join(f"NULL::VARCHAR AS {c}" for c in LEAD_IDS)},
                        {", ".join(f"NULL::VARCHAR AS {c}" for c in s.LEAD_ATTRIBUTES)},
                        {cid}, {", ".join(f"NULL::VARCHAR AS {c}" for c in s.COMPANY_ATTRIBUTES)},
-                       w.workspace_id, {ws_cols}, NULL::VARCHAR, NULL::VARCHAR, FALSE, FALSE
+                       w.workspace_id, {ws_cols}, NULL::VARCHAR AS sender, NULL::VARCHAR AS linkedin_connection_level,
+                       FALSE AS carries_lead, FALSE AS carries_company
                 FROM (SELECT *, row_number() OVER (PARTITION BY g ORDER BY workspace_id) AS k FROM d_comp_ws) w
                 JOIN c_groups cgr ON cgr.g = w.g JOIN c_entity ce ON ce.g = w.g JOIN d_comp dc ON dc.g = w.g
                 WHERE w.k > 1),

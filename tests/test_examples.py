@@ -235,3 +235,35 @@ def test_readme_dagster_snippet_defines_partitioned_assets() -> None:
     assert sorted(a.key.to_user_string() for a in assets) == ["outreach_magic_apollo_exports",
                                                                "outreach_magic_crm_leads"]
     assert all(a.partitions_def is not None and len(a.partitions_def.get_partition_keys()) == 2 for a in assets)
+
+
+def test_sql_model_runs_unchanged_on_postgresql(sandbox_server: Any, tmp_path: Path) -> None:
+    """The same model file on the warehouse itself: tables in a unique schema, found through search_path."""
+    psycopg2 = pytest.importorskip("psycopg2")
+    try:
+        con = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="test", connect_timeout=5)
+    except psycopg2.OperationalError as exc:
+        pytest.skip(f"PostgreSQL not reachable: {exc}")
+    con.autocommit = True
+    schema = f"om_model_{uuid.uuid4().hex[:10]}"
+    data = duckdb_file.WAREHOUSE_DATA
+    try:
+        with con.cursor() as cur:
+            cur.execute(f"CREATE SCHEMA {schema}")
+            cur.execute(f"CREATE TABLE {schema}.companies (id int, name text, domain text, linkedin_url text, "
+                        "employees int, industry text, country text)")
+            cur.execute(f"CREATE TABLE {schema}.leads (id int, company_id int, email text, linkedin_url text, "
+                        "first_name text, last_name text, title text, country text, status text, updated_at timestamp)")
+            for table in ("companies", "leads"):
+                with (data / f"crm_{table}.csv").open(encoding="utf-8") as fh:
+                    cur.copy_expert(f"COPY {schema}.{table} FROM STDIN WITH (FORMAT csv, HEADER true)", fh)
+        url = f"{PG_URL}?options=-csearch_path%3D{schema}"
+        report = sql_model.sync_sql_model(url, api_key=KEY, base_url=sandbox_server.url,
+                                          state_path=str(tmp_path / "s.duckdb"), constants={"workspace_id": WS})
+        assert report.error is None and report.applied == report.events == 4
+        companies = {c["identifiers"]["company_domain"][0] for c in sandbox_companies(sandbox_server.url, KEY)}
+        assert companies == {"northwind.example", "contoso.example", "fabrikam.example"}
+    finally:
+        with con.cursor() as cur:
+            cur.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        con.close()

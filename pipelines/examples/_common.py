@@ -13,7 +13,7 @@ import argparse
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ class Target:
     """Where a sync goes: the API (or sandbox) URL, the key, and the durable state file."""
 
     base_url: str
-    api_key: str | None
+    api_key: str | None = field(repr=False)  # a secret: never in a repr, a log or a report
     state_path: str
     constants: dict[str, Any]
     dry_run: bool = False

@@ -48,7 +48,10 @@ class OutreachMagicResource(dg.ConfigurableResource):  # type: ignore[misc,unuse
 
     base_url: str
     state_dir: str
-    api_key: str | None = None  # None: OUTREACH_MAGIC_API_KEY or dlt secrets at run time
+    # None (the default, and right in production): OUTREACH_MAGIC_API_KEY or dlt secrets,
+    # resolved when the asset runs. A string here is resource config, which Dagster shows
+    # in its UI: pass one only in tests against the sandbox.
+    api_key: str | None = None
 
 
 def sync_asset(job: SyncJob, partitions: dg.PartitionsDefinition,

@@ -218,13 +218,14 @@ def test_bidi_controls_never_reach_an_email_identifier(tmp_path: Path, sandbox_s
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_memory_stays_bounded_on_a_large_file(tmp_path: Path, sandbox_server: Any) -> None:
-    """300,000 rows with a 2 KB description each (~650 MB of input) under the same RSS bound."""
+    """150,000 rows with a 2 KB description each (~310 MB of input): peak RSS stays far below the input size."""
     src = tmp_path / "large.csv"
     filler = "d" * 2_000
     with src.open("w", encoding="utf-8") as fh:
         fh.write("lead_email,lead_first_name,company_domain,company_description\n")
-        for i in range(300_000):
+        for i in range(150_000):
             fh.write(f"m{i}@big.example,M{i},c{i % 5000}.example,{filler}{i % 5000}\n")
     run = run_cli(src, sandbox_server.url, tmp_path / "st" / "state.duckdb", timeout=1200)
     print(f"\nlarge.csv: exit {run.returncode}, peak RSS {run.peak_rss_mb:.0f} MB")

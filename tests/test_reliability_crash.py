@@ -132,5 +132,6 @@ def test_sigkill_three_times_then_rerun_ends_like_a_clean_run(tmp_path: Path) ->
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_sigkill_ten_times_on_50k_rows_then_rerun_ends_like_a_clean_run(tmp_path: Path) -> None:
     _prove(50_000, 10, seed=12, tmp_path=tmp_path)

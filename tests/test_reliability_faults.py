@@ -77,5 +77,6 @@ def test_faulty_api_ends_with_what_a_fault_free_run_holds(tmp_path: Path, sandbo
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_faulty_api_20k_rows_ends_with_what_a_fault_free_run_holds(tmp_path: Path, sandbox_factory: Any) -> None:
     _prove(20_000, tmp_path, sandbox_factory)

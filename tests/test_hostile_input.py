@@ -50,7 +50,10 @@ class Case:
 
 
 def _w(text: str, encoding: str = "utf-8") -> Callable[[Path], None]:
-    return lambda p: p.write_bytes(text.encode(encoding))
+    def write(p: Path) -> None:
+        p.write_bytes(text.encode(encoding))
+
+    return write
 
 
 def _garbage(p: Path) -> None:

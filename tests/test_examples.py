@@ -111,15 +111,18 @@ def test_warehouse_table_sends_only_rows_changed_since_the_last_confirmed_run(
                     "WHERE lead_email = 'ada@example.com'")
         cur.execute(f"INSERT INTO {table} (lead_email, lead_first_name, company_domain, updated_at) "
                     "VALUES ('di@example.com', 'Di', 'example.com', '2026-09-04T10:00:00Z')")
+        # committed late with the same timestamp as the old mark: read with >=, so not missed
+        cur.execute(f"INSERT INTO {table} (lead_email, lead_first_name, company_domain, updated_at) "
+                    "VALUES ('ed@example.com', 'Ed', 'example.com', '2026-09-03T10:00:00Z')")
     received = sandbox_stats(sandbox_server.url, KEY)["events_received"]
     second = sync()
-    # read: the two changed rows plus the one AT the old mark (>=), which the row hash drops
-    assert (second.rows_read, second.rows_skipped_unchanged, second.events, second.applied) == (3, 1, 2, 2)
-    assert sandbox_stats(sandbox_server.url, KEY)["events_received"] == received + 2
+    # read: the three changed rows plus Cy's, AT the old mark and unchanged, which the row hash drops
+    assert (second.rows_read, second.rows_skipped_unchanged, second.events, second.applied) == (4, 1, 3, 3)
+    assert sandbox_stats(sandbox_server.url, KEY)["events_received"] == received + 3
     leads = sandbox_leads(sandbox_server.url, KEY)
     assert lead_by(leads, "lead_email", "ada@example.com")[0]["attributes"]["lead_job_title"] == "CEO"
-    assert lead_by(leads, "lead_email", "di@example.com")
-    assert len(leads) == 4
+    assert lead_by(leads, "lead_email", "di@example.com") and lead_by(leads, "lead_email", "ed@example.com")
+    assert len(leads) == 5
 
     third = sync()
     assert third.rows_read == 1 and third.events == 0 and third.requests == 0

@@ -27,7 +27,8 @@ from tests.sandbox_helpers import sandbox_stats
 if importlib.util.find_spec("airflow") is None:  # find_spec: importing Airflow here would configure it too early
     pytest.skip("the airflow extra is not installed", allow_module_level=True)
 
-pytestmark = [pytest.mark.airflow, pytest.mark.slow]
+# Not marked slow (about a minute): it runs wherever the airflow extra is installed, as in .ci/run.
+pytestmark = pytest.mark.airflow
 KEY = "test-key"
 WS = "65f1a2b3c4d5e6f7890a1b2c"
 ROOT = Path(__file__).parent.parent

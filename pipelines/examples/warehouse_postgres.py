@@ -11,7 +11,8 @@ lives in a small JSON file beside the state file, and not in dlt's pipeline stat
   a run with no failed event and no error. Rows read twice cost nothing extra: the
   runner drops rows whose content was confirmed before.
 * The cursor is read with ``>=`` (``range_start="closed"``): rows committed later with
-  the same timestamp as the last mark are not missed.
+  the same timestamp as the last mark are not missed (the runner's own
+  ``cursor_column`` reads with ``>`` and misses them; tested in tests/test_examples.py).
 
 Columns named like the API's fields (``lead_email``, ``company_domain``...) need no
 mapping; other names are mapped by the ``generic`` preset or a ``--mapping`` file.

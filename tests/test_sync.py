@@ -369,11 +369,14 @@ def test_incremental_cursor_on_a_postgres_table_reads_only_new_rows(sandbox_serv
                     "WHERE lead_email = 'oli@example.com'")
         cur.execute(f"INSERT INTO {table} VALUES ('pat@example.com', 'CFO', '2026-02-02')")
         second = sync(sandbox_server.url, state, [url], table=table, cursor_column="updated_at")
-        assert second.rows_read == 2 and second.applied == 2
+        assert second.rows_read == 2 and second.applied == 2  # the boundary row (Jan 2) moved on
         oli = lead_by(sandbox_leads(sandbox_server.url, KEY), "lead_email", "oli@example.com")[0]
         assert oli["attributes"]["lead_job_title"] == "COO"
+        cur.execute(f"INSERT INTO {table} VALUES ('quin@example.com', 'CMO', '2026-02-02')")  # same mark
         third = sync(sandbox_server.url, state, [url], table=table, cursor_column="updated_at")
-        assert third.rows_read == 0 and third.requests == 0
+        assert third.rows_read == 2 and third.rows_skipped_unchanged == 1 and third.applied == 1
+        fourth = sync(sandbox_server.url, state, [url], table=table, cursor_column="updated_at")
+        assert fourth.requests == 0 and fourth.events == 0
     finally:
         cur.execute("SET lock_timeout = '10s'")  # a leaked reader transaction must fail the test, not hang it
         cur.execute(f"DROP TABLE IF EXISTS {table}")

@@ -384,7 +384,8 @@ def test_incremental_cursor_on_a_postgres_table_reads_only_new_rows(sandbox_serv
 
 
 def test_company_only_rows_are_confirmed_in_the_state_and_not_resent(sandbox_server: Any, tmp_path: Path) -> None:
-    src = write_csv(tmp_path / "companies.csv", ["company_domain", "company_name", "icp", "lead_email", "lead_first_name"], [
+    header = ["company_domain", "company_name", "icp", "lead_email", "lead_first_name"]
+    src = write_csv(tmp_path / "companies.csv", header, [
         ["delta.example", "Delta", "ICP 2", "", ""],
         ["epsilon.example", "Epsilon", "", "eli@epsilon.example", "Eli"],
     ])

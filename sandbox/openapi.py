@@ -19,6 +19,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
 from destinations.outreach_magic import settings as s
 
 _FORMAT_PATTERNS: dict[str, str] = {
@@ -208,3 +211,11 @@ def build_openapi(server_url: str | None = None) -> dict[str, Any]:
     if server_url:
         doc["servers"] = [{"url": server_url}]
     return doc
+
+
+async def openapi_endpoint(request: Request) -> JSONResponse:
+    """``GET /openapi.json``: the document, with the URL the client reached as its server.
+
+    No key needed: the document describes the public contract and holds no tenant data.
+    """
+    return JSONResponse(build_openapi(str(request.base_url).rstrip("/")))

@@ -141,8 +141,17 @@ def child(argv: list[str]) -> None:
     report = run_sync(SyncRequest(sources=[a.source], api_key=KEY, base_url=a.url, state_path=a.state,
                                   batch_size=a.batch_size, concurrency=a.concurrency))
     out = report.to_dict()
-    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out["peak_rss_mb"] = peak_rss_mb()
     print(json.dumps(out))
+
+
+def peak_rss_mb() -> float:
+    """This process's own peak RSS (VmHWM). ru_maxrss is no good here: Linux carries the
+    parent's peak across fork and exec, so a child would report the benchmark's own."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def per_row_loop(parquet: Path, url: str, rows: int) -> float:

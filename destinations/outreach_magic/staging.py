@@ -435,8 +435,13 @@ class Staging:
         # "Latest" is the order column, then the row position; a plain integer when the
         # source has no order column (comparing structs costs several times more).
         ordering = "(coalesce(r._om_order, ''), r._rid)" if self.has_order else "r._rid"
+        # A view when nothing deletes from it: copying every column costs more than the
+        # joins it saves. A partition deletes the other partitions' rows, so it copies.
+        kind = "TABLE" if self.partition is not None else "VIEW"
+        self.con.execute("DROP VIEW IF EXISTS t_rg")
+        self.con.execute("DROP TABLE IF EXISTS t_rg")
         self.con.execute(
-            "CREATE OR REPLACE TEMP TABLE t_rg AS SELECT r.*, lg.g AS lg, cg.g AS cg, "
+            f"CREATE TEMP {kind} t_rg AS SELECT r.*, lg.g AS lg, cg.g AS cg, "
             f"{ordering} AS _ord "
             "FROM t_rows r LEFT JOIN l_rowgroup lg USING (_rid) LEFT JOIN c_rowgroup cg USING (_rid)"
         )
@@ -444,7 +449,9 @@ class Staging:
             self._keep_partition(*self.partition)
         # Staging tables are dropped as soon as they are no longer read: memory is the
         # limit on large slices, not time.
-        self._drop("t_rows", "t_rows_data", "l_tuples", "l_map", "l_rowgroup", "c_tuples", "c_map", "c_rowgroup")
+        self._drop("l_tuples", "l_map", "c_tuples", "c_map")
+        if self.partition is not None:
+            self._drop("t_rows", "t_rows_data", "l_rowgroup", "c_rowgroup")
 
     def _drop(self, *names: str) -> None:
         for name in names:

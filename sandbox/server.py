@@ -25,6 +25,7 @@ from destinations.outreach_magic import settings as s
 from destinations.outreach_magic.contract import ItemErrors, build_result, item_errors, passes_fast_path_many
 
 from .faults import Fault, FaultInjector, FaultSettings
+from .openapi import openapi_endpoint
 from .state import SandboxState
 from .store import Tenant
 
@@ -110,6 +111,7 @@ class SandboxApp:
                 Route("/_sandbox/companies", self._companies, methods=["GET"]),
                 Route("/_sandbox/stats", self._stats, methods=["GET"]),
                 Route("/_sandbox/reset", self._reset, methods=["POST"]),
+                Route("/openapi.json", openapi_endpoint, methods=["GET"]),
             ]
         )
 

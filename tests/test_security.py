@@ -23,6 +23,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import httpx
 import orjson
 import pytest
@@ -36,14 +37,51 @@ from tests.test_reliability_helpers import REPO, WS, child_env, wait_until, writ
 SECRET = "om-live-" + secrets.token_hex(16)
 
 
+def _duckdb_hits(path: Path) -> list[str]:
+    """Columns of a DuckDB file holding the key. DuckDB compresses strings on disk (FSST,
+    dictionaries), so a byte scan alone could miss a stored key: ask the database too."""
+    try:
+        con = duckdb.connect(str(path), read_only=True)
+    except duckdb.Error:
+        return []  # not a DuckDB file (or a WAL): the byte scan covers it
+    try:
+        columns = con.execute("SELECT table_schema, table_name, column_name FROM information_schema.columns").fetchall()
+        hits = []
+        for schema, table, column in columns:
+            found = con.execute(f'SELECT count(*) FROM "{schema}"."{table}" '
+                                f'WHERE CAST("{column}" AS VARCHAR) LIKE ?', [f"%{SECRET}%"]).fetchone()
+            if found and found[0]:
+                hits.append(f"{path.name}:{table}.{column}")
+        return hits
+    finally:
+        con.close()
+
+
 def _scan(root: Path, *blobs: bytes) -> list[str]:
-    """Where the key (as bytes, or UTF-16, as DuckDB or a log might hold it) appears."""
+    """Where the key appears: raw bytes (UTF-8 or UTF-16) of every output and file under
+    ``root``, plus the decoded contents of every DuckDB file (the state, its copies)."""
     needles = [SECRET.encode(), SECRET.encode("utf-16-le")]
     hits = [f"output #{i}" for i, blob in enumerate(blobs) if any(n in blob for n in needles)]
     for path in root.rglob("*"):
-        if path.is_file() and any(n in path.read_bytes() for n in needles):
+        if not path.is_file():
+            continue
+        data = path.read_bytes()
+        if any(n in data for n in needles):
             hits.append(str(path.relative_to(root)))
+        if path.suffix == ".duckdb" or data[8:12] == b"DUCK":
+            hits.extend(_duckdb_hits(path))
     return hits
+
+
+def test_the_scanner_finds_a_key_stored_in_a_compressed_duckdb_column(tmp_path: Path) -> None:
+    """A positive control: the scans below can fail. 50,000 repeats compress the column."""
+    con = duckdb.connect(str(tmp_path / "leak.duckdb"))
+    con.execute("CREATE TABLE t AS SELECT 'prefix ' || ? || ' ' || (i % 7)::VARCHAR AS v FROM range(50000) r(i)",
+                [SECRET])
+    con.close()
+    (tmp_path / "log.txt").write_text(f"key={SECRET}", encoding="utf-8")
+    hits = _scan(tmp_path)
+    assert "leak.duckdb:t.v" in hits and "log.txt" in hits
 
 
 def _cmd(src: Path, url: str, state: Path) -> list[str]:

@@ -66,7 +66,7 @@ class SyncRequest:
     batch_size: int = settings.DEFAULT_BATCH_SIZE
     concurrency: int = 4
     allow_insecure_http: bool = False
-    stage_rows: int = 100_000
+    stage_rows: int = 50_000
     read_rows: int = 20_000
     max_attempts: int = 8
     timeout: float = 30.0

@@ -83,7 +83,7 @@ def outreach_magic(
     retry_rejected: bool = False,
     dry_run: bool = False,
     allow_insecure_http: bool = False,
-    stage_rows: int = 100_000,
+    stage_rows: int = 50_000,
     run_id: str = "",
     partition: str | None = None,
 ) -> Any:

@@ -47,7 +47,7 @@ class SinkOptions:
     retry_rejected: bool = False
     dry_run: bool = False
     allow_insecure_http: bool = False
-    stage_rows: int = 100_000
+    stage_rows: int = 50_000
     run_id: str = ""
     partition: tuple[int, int] | None = None  # (index, count): this worker's share of the leads
 

@@ -34,7 +34,7 @@ from . import settings as s
 from .exceptions import ConfigurationError
 
 SCHEMA_VERSION = "2"
-MEMORY_LIMIT = os.environ.get("OUTREACH_MAGIC_DUCKDB_MEMORY", "256MB")
+MEMORY_LIMIT = os.environ.get("OUTREACH_MAGIC_DUCKDB_MEMORY", "128MB")
 
 
 def _cols(fields: tuple[str, ...]) -> str:

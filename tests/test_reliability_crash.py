@@ -22,7 +22,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.sandbox_helpers import sandbox_companies, sandbox_stats
+from tests.sandbox_helpers import sandbox_companies, sandbox_leads, sandbox_stats
 from tests.test_reliability_helpers import (
     REPO,
     WS,
@@ -33,6 +33,7 @@ from tests.test_reliability_helpers import (
     holdings,
     ledger,
     synced_identifiers,
+    synced_lead_attributes,
     write_people,
 )
 
@@ -53,6 +54,11 @@ def _assert_state_claims_only_what_the_sandbox_holds(url: str, state: Path) -> N
         return
     assert synced_identifiers(state, "lead_email") <= held_emails(url, CRASH)
     assert synced_identifiers(state, "company_domain") <= _held_domains(url, CRASH)
+    # and every attribute value it calls confirmed is the value the sandbox holds
+    held = {e: lead["attributes"] for lead in sandbox_leads(url, CRASH)
+            for e in lead["identifiers"].get("lead_email", [])}
+    for email, attrs in synced_lead_attributes(state).items():
+        assert attrs.items() <= held[email].items(), (email, attrs, held[email])
 
 
 def _kill_once(src: Path, url: str, state: Path, rng: random.Random, total_events: int) -> str:
@@ -112,6 +118,7 @@ def _prove(n: int, kills: int, seed: int, tmp_path: Path) -> None:
         assert holdings(sb.url, CRASH) == holdings(sb.url, CLEAN)
         assert held_emails(sb.url, CRASH) == expected_outcome(n)[0]
         assert synced_identifiers(state, "lead_email") == held_emails(sb.url, CRASH)
+        _assert_state_claims_only_what_the_sandbox_holds(sb.url, state)
         crash_ledger = sorted(e[:4] for e in ledger(state))
         clean_ledger = sorted(e[:4] for e in ledger(clean_state))
         stats, clean_stats = sandbox_stats(sb.url, CRASH), sandbox_stats(sb.url, CLEAN)

@@ -176,3 +176,20 @@ def wait_until(predicate: Any, timeout: float, step: float = 0.02) -> bool:
             return True
         time.sleep(step)
     return False
+
+
+def synced_lead_attributes(state: Path) -> dict[str, dict[str, str]]:
+    """email -> the lead attributes the state file records as confirmed for that lead."""
+    from destinations.outreach_magic import settings as s
+
+    con = duckdb.connect(str(state), read_only=True)
+    try:
+        cols = ", ".join(f"ls.{c}" for c in s.LEAD_ATTRIBUTES)
+        rows = con.execute(
+            f"SELECT i.value, {cols} FROM identity i JOIN lead_state ls USING (entity_id) "
+            "WHERE i.entity_type = 'lead' AND i.kind = 'lead_email'"
+        ).fetchall()
+    finally:
+        con.close()
+    return {email: {c: v for c, v in zip(s.LEAD_ATTRIBUTES, values, strict=True) if v is not None}
+            for email, *values in rows}

@@ -17,7 +17,6 @@ orchestrator glue, so every way of running behaves the same. Why it does what it
 from __future__ import annotations
 
 import contextlib
-import glob
 import itertools
 import json
 import os
@@ -35,7 +34,6 @@ from destinations.outreach_magic import state as state_mod
 from destinations.outreach_magic.exceptions import (
     ConfigurationError,
     OutreachMagicError,
-    SourceError,
 )
 from destinations.outreach_magic.sink import RunTotals, pop_totals, totals_for
 from destinations.outreach_magic.staging import conform, new_run_id
@@ -155,20 +153,6 @@ class SyncReport:
             self.failure_reasons[reason] = self.failure_reasons.get(reason, 0) + n
 
 
-def expand_sources(specs: list[Any]) -> list[Any]:
-    """Globs become their sorted files; URLs, frames and plain paths pass through."""
-    out: list[Any] = []
-    for spec in specs:
-        if isinstance(spec, str) and "://" not in spec and any(ch in spec for ch in "*?["):
-            matches = sorted(glob.glob(spec))
-            if not matches:
-                raise SourceError(f"no file matches {spec!r}")
-            out.extend(matches)
-        else:
-            out.append(spec)
-    return out
-
-
 class RowFilter:
     """Adds ``_om_hash`` to canonical rows and drops rows whose hash was confirmed before."""
 
@@ -285,7 +269,7 @@ def run_sync(
     import dlt
 
     from destinations.outreach_magic import outreach_magic
-    from sources.canonical import open_source
+    from sources.canonical import expand_specs, open_source
 
     started = time.perf_counter()
     run_id = new_run_id()
@@ -299,7 +283,7 @@ def run_sync(
                 "in .dlt/secrets.toml"
             )
         _configure_dlt()
-        specs = expand_sources(request.sources)
+        specs = expand_specs(request.sources)
         # Reader batches of 20k rows: larger ones buy little speed and cost peak memory.
         reader_kwargs: dict[str, Any] = {"batch_rows": request.read_rows}
         for key in ("table", "query", "cursor_column"):

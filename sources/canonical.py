@@ -7,6 +7,7 @@ headers alone (``list_columns``), and iterating reads the rows batch by batch.
 
 from __future__ import annotations
 
+import glob
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,26 @@ class CanonicalSource:
             replanned.unused,
         )
         self._planned_columns = list(columns)
+
+
+def expand_specs(specs: Any) -> list[Any]:
+    """One entry per file: globs become their sorted files; URLs, frames and paths pass through.
+
+    ``sync`` and ``known`` both use it, so each file of a glob gets its own plan and count.
+    """
+    from destinations.outreach_magic.exceptions import SourceError
+
+    items = list(specs) if isinstance(specs, (list, tuple)) else [specs]
+    out: list[Any] = []
+    for spec in items:
+        if isinstance(spec, str) and "://" not in spec and any(ch in spec for ch in "*?["):
+            matches = sorted(glob.glob(spec))
+            if not matches:
+                raise SourceError(f"no file matches {spec!r}")
+            out.extend(matches)
+        else:
+            out.append(spec)
+    return out
 
 
 def open_source(

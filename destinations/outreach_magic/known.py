@@ -31,7 +31,6 @@ Why it is built this way:
 from __future__ import annotations
 
 import dataclasses
-import glob
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -45,12 +44,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from dlt.common.typing import TDataItems
 
+from sources.canonical import expand_specs
 from sources.mapping import MappingPlan
 
 from . import settings as s
 from . import state as state_mod
-from .exceptions import ConfigurationError, SourceError
+from .exceptions import ConfigurationError
 from .identifiers import normalize_table
+from .staging import RowIssue
 
 KNOWN_LEAD, KNOWN_COMPANY, NEW, INVALID = "known_lead", "known_company", "new", "invalid"
 STATUSES: tuple[str, ...] = (KNOWN_LEAD, KNOWN_COMPANY, NEW, INVALID)
@@ -68,15 +69,9 @@ _TS = pa.timestamp("us")
 _STATUS_CODE = {name: i for i, name in enumerate(STATUSES)}
 
 
-@dataclass(frozen=True)
-class KnownIssue:
-    """Why one row is ``invalid``: its source, 1-based row, the column, the value and the reason."""
-
-    source: str
-    row: int
-    column: str
-    value: str
-    reason: str
+#: Why one row is ``invalid``: its source, 1-based row, the column, the value and the
+#: reason; the same record the sync's ledger keeps.
+KnownIssue = RowIssue
 
 
 @dataclass
@@ -374,21 +369,6 @@ def _label(spec: Any) -> str:
     return str(spec) if isinstance(spec, (str, Path)) else f"<{type(spec).__name__}>"
 
 
-def _specs(source: Any) -> list[Any]:
-    """One entry per file (globs expanded and sorted, as ``sync`` does), so each gets its own plan and count."""
-    specs = list(source) if isinstance(source, (list, tuple)) else [source]
-    out: list[Any] = []
-    for spec in specs:
-        if isinstance(spec, str) and "://" not in spec and any(ch in spec for ch in "*?["):
-            matches = sorted(glob.glob(spec))
-            if not matches:
-                raise SourceError(f"no file matches {spec!r}")
-            out.extend(matches)
-        else:
-            out.append(spec)
-    return out
-
-
 def _identifier_plan(plan: MappingPlan) -> MappingPlan:
     """The plan cut down to identifier fields: only those decide a status (profiled: mapping
     every column cost as much as reading the file). A preset that derives fields from the
@@ -472,7 +452,7 @@ def check_known(
     tables: list[pa.Table] = []
     with KnownIndex(path) as index:
         summary = index.summary()
-        for spec in _specs(source):
+        for spec in expand_specs(source):
             check = SourceCheck(_label(spec), "", "")
             checks.append(check)
             pairs = _read_mapped(spec, check, preset, mapping_file, reader_kwargs)

@@ -255,9 +255,12 @@ def _load_pending(pipeline: Any) -> None:
 
 
 def _configure_dlt() -> None:
-    """dlt settings measured to matter for Arrow throughput (see bench/sync.py)."""
+    """dlt settings for this runner: uncompressed load files (they live seconds), and dlt's
+    own logging quiet, because every failure it would log with a traceback is reported by
+    the runner itself, once, in words (set RUNTIME__LOG_LEVEL to see dlt's logs)."""
     os.environ.setdefault("NORMALIZE__DATA_WRITER__DISABLE_COMPRESSION", "true")
     os.environ.setdefault("DATA_WRITER__DISABLE_COMPRESSION", "true")
+    os.environ.setdefault("RUNTIME__LOG_LEVEL", "CRITICAL")
 
 
 def run_sync(
@@ -283,6 +286,11 @@ def run_sync(
                 "in .dlt/secrets.toml"
             )
         _configure_dlt()
+        if not request.dry_run:
+            # Refuse an insecure target before reading anything, not after staging it all.
+            from destinations.outreach_magic.client import _check_base_url
+
+            _check_base_url(request.base_url, request.allow_insecure_http)
         specs = expand_specs(request.sources)
         # Reader batches of 20k rows: larger ones buy little speed and cost peak memory.
         reader_kwargs: dict[str, Any] = {"batch_rows": request.read_rows}

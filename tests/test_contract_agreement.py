@@ -132,16 +132,12 @@ def _has_unicode_space(row: dict[str, Any]) -> bool:
 def test_staging_verdict_equals_the_model_verdict(rows_db: Any, row: dict[str, Any]) -> None:
     """Staging's verdict (suspect, then the model) equals the model's: the predicate misses no bad row.
 
-    Rows with Unicode whitespace are left to the xfail below (a known gap).
     """
-    if _has_unicode_space(row):
-        return
     model_rejects = bool(validate_item({"event": s.EVENT_NAME, **row})[1])
     staging_rejects = _staging_flags(rows_db, row) and model_rejects
     assert staging_rejects == model_rejects, row
 
 
-@pytest.mark.xfail(strict=True, reason=SUPERSET_GAP)
 @pytest.mark.parametrize("row", [
     {"lead_email": "ann@example.com", "company_domain": "a\u2003b.com"},
     {"lead_email": "a\u00a0b@example.com"},

@@ -218,14 +218,8 @@ def test_plain_http_cli_refusal_exits_2_with_the_reason_and_no_key(tmp_path: Pat
     assert _scan(tmp_path, done.stdout, done.stderr) == []
 
 
-TERMINAL_TRACEBACK = (
-    "dlt logs the sink's DestinationTerminalException with logger.exception (dlt/common/destination/client.py "
-    "run_managed), so a refused/terminal run prints chained tracebacks on stderr at dlt's default log level; "
-    "pipelines/runner.py (or the CLI) should quiet dlt's load logging for terminal job errors it reports itself"
-)
 
 
-@pytest.mark.xfail(strict=True, reason=TERMINAL_TRACEBACK)
 def test_plain_http_cli_refusal_prints_no_traceback(tmp_path: Path) -> None:
     assert b"Traceback" not in _cli_refusal(tmp_path).stderr
 

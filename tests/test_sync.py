@@ -399,3 +399,25 @@ def test_company_only_rows_are_confirmed_in_the_state_and_not_resent(sandbox_ser
     # Bypass the row-hash shortcut: staging's own diff must find nothing to send either.
     again = sync(sandbox_server.url, state, [src], retry_rejected=True)
     assert again.rows_skipped_unchanged == 0 and again.events == 0 and again.unchanged == 2
+
+
+def test_the_ledger_says_what_is_wrong_now_once(sandbox_server: Any, tmp_path: Path) -> None:
+    src = write_csv(tmp_path / "l.csv", ["lead_email", "lead_first_name"], [
+        ["n/a", "Nobody"], ["rae@example.com", "Rae"], ["bad@@example.com", "Bad"]])
+    state = tmp_path / "s.duckdb"
+
+    def ledger() -> list[tuple[Any, ...]]:
+        con = duckdb.connect(str(state), read_only=True)
+        rows = con.execute('SELECT origin, row, "column", value FROM rejected ORDER BY row').fetchall()
+        con.close()
+        return rows
+
+    sync(sandbox_server.url, state, [src])
+    first = ledger()
+    assert [r[1] for r in first] == [1, 3]
+    sync(sandbox_server.url, state, [src])
+    assert ledger() == first  # not once per run
+    write_csv(src, ["lead_email", "lead_first_name"], [
+        ["nobody@example.com", "Nobody"], ["rae@example.com", "Rae"], ["bad@@example.com", "Bad"]])
+    sync(sandbox_server.url, state, [src])
+    assert [r[1] for r in ledger()] == [3]  # the fixed row left the ledger

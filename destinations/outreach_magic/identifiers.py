@@ -219,13 +219,16 @@ _CONTROL = {c: None for c in (*range(0, 9), 11, 12, *range(14, 32), 127, *range(
 _ZERO_WIDTH_ALWAYS = {0x200B: None, 0x2060: None, 0xFEFF: None}
 _ZERO_WIDTH_JOINERS = {0x200C: None, 0x200D: None}
 _TEXT_DROP = {**_CONTROL, **_ZERO_WIDTH_ALWAYS}
-_IDENT_DROP = {**_CONTROL, **_ZERO_WIDTH_ALWAYS, **_ZERO_WIDTH_JOINERS, 9: " ", 10: " ", 13: " "}
+# Bidirectional controls (LRM, RLM, embeddings, overrides, isolates) never belong in an
+# identifier: they make "\u202eevil@x" display as another address and match nothing.
+_BIDI_CONTROLS = {cp: None for cp in (0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A))}
+_IDENT_DROP = {**_CONTROL, **_ZERO_WIDTH_ALWAYS, **_ZERO_WIDTH_JOINERS, **_BIDI_CONTROLS, 9: " ", 10: " ", 13: " "}
 _SPACE_RUN = re.compile(r"\s+")
 _NEWLINES = re.compile(r"\r\n?")
 _HAS_SPACE = re.compile(r"\s")
 
 
-_IDENT_SPECIAL = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200d\u2060\ufeff]")
+_IDENT_SPECIAL = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060\u2066-\u2069\ufeff]")
 _TEXT_SPECIAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b\u2060\ufeff]")
 
 

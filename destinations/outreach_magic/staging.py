@@ -174,9 +174,20 @@ def _suspect_predicate() -> str:
 
     for name, (pattern, _what) in _FORMATS.items():
         flags = "(?i)" if pattern.flags & 2 else ""
-        regex = (flags + pattern.pattern).replace("'", "''")
+        regex = (flags + _re2_unicode_space(pattern.pattern)).replace("'", "''")
         checks.append(f"({name} IS NOT NULL AND NOT regexp_full_match({name}, '{regex}'))")
     return " OR ".join(checks)
+
+
+# Python's ``\s`` on str also matches Unicode spaces; RE2's only ASCII ones. The SQL copy
+# of each pattern spells the Unicode ones out, so the predicate stays a superset.
+_UNICODE_SPACE = r"\s\p{Z}\x{1c}-\x{1f}\x{85}"
+
+
+def _re2_unicode_space(pattern: str) -> str:
+    out = pattern.replace("[^@\\s]", f"[^@{_UNICODE_SPACE}]").replace("[^\\s/:@]", f"[^{_UNICODE_SPACE}/:@]")
+    out = out.replace("[^/?#\\s]", f"[^/?#{_UNICODE_SPACE}]").replace("\\S", f"[^{_UNICODE_SPACE}]")
+    return out
 
 
 def _union_groups(tuples: Sequence[tuple[Any, ...]]) -> dict[int, int]:
@@ -248,6 +259,7 @@ class Staging:
         self._applied: list[int] = []
         self._issues: list[RowIssue] = []
         self._partial: list[RowIssue] = []
+        self._sources: list[str] = []
 
     # ----------------------------------------------------------------- stage
     def stage(self, table: pa.Table, source_label: str = "rows") -> StageReport:
@@ -269,6 +281,7 @@ class Staging:
         # rest as typed NULL constants, so the SQL below can name every field while
         # DuckDB moves a fraction of the data (exports rarely fill half the fields).
         n = normalized.num_rows
+        self._sources = [str(x) for x in pc.unique(normalized.column("_om_source")).to_pylist() if x is not None]
         self.present = [c for c in s.CANONICAL_FIELDS if normalized.column(c).null_count < n]
         self.has_order = normalized.column("_om_order").null_count < n
         missing = [c for c in s.CANONICAL_FIELDS if c not in self.present]
@@ -355,14 +368,30 @@ class Staging:
             con.execute("DELETE FROM t_rows_data WHERE _rid IN (SELECT unnest(?))", [dropped])
 
     def _record_invalid(self) -> None:
+        """Write this slice's held-back rows to the ledger, replacing what earlier runs said.
+
+        Invalid rows are staged (and recorded) again on every run until fixed, so an
+        earlier run's ``invalid`` entries for the same sources are removed first: the
+        ledger says what is wrong *now*, once. ``partial`` rows are confirmed and not
+        staged again, so they are recorded once and kept.
+        """
         issues = [("invalid", i) for i in self._issues] + [("partial", i) for i in self._partial]
         self._issues.clear()
         self._partial.clear()
-        if not issues or not self.record:
+        if not self.record:
+            return
+        if self._sources:
+            self.con.execute(
+                "DELETE FROM rejected WHERE origin = 'invalid' AND run_id <> ? AND source IN (SELECT unnest(?))",
+                [self.run_id, self._sources],
+            )
+        if not issues:
             return
         rows = [(self.run_id, origin, i.source, i.row, i.column, _short(i.value), i.reason) for origin, i in issues]
         self.con.executemany(
-            "INSERT INTO rejected VALUES (?, ?, ?, ?, ?, ?, ?, NULL, now())", rows
+            "INSERT INTO rejected SELECT ?, ?, ?, ?, ?, ?, ?, NULL, now() WHERE NOT EXISTS (SELECT 1 FROM rejected "
+            "WHERE origin = 'partial' AND $2 = 'partial' AND source = $3 AND row = $4 AND reason = $7)",
+            rows,
         )
         self._issues.clear()
 

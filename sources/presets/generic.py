@@ -9,6 +9,8 @@ alone is not mapped (person or company?), nor is ``URL``.
 
 from __future__ import annotations
 
+import dataclasses
+
 from destinations.outreach_magic.settings import CANONICAL_FIELDS
 from sources.presets.base import Preset
 
@@ -109,4 +111,10 @@ GENERIC = Preset(
         "company_country": ("Company Country", "HQ Country", "Company HQ Country"),
         "company_description": ("Company Description", "Description", "About Company"),
     },
+)
+
+# Columns already named like the API's fields are recognised too, after the common names,
+# so a file mixing ``lead_email`` with ``First Name`` loses neither.
+GENERIC = dataclasses.replace(
+    GENERIC, columns={f: (*GENERIC.columns.get(f, ()), f) for f in CANONICAL_FIELDS}
 )

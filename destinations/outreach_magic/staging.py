@@ -37,6 +37,7 @@ server itself would keep only the last.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 import zlib
@@ -249,6 +250,8 @@ class Staging:
         # Staging tables live in memory; t_out sits in an attached in-memory database
         # rather than TEMP so that a cursor (another connection) can stream it.
         con.execute("ATTACH IF NOT EXISTS ':memory:' AS work")
+        # One name per pass: passes of consecutive slices may overlap (see sink.py).
+        self.out = f"work.t_out_{uuid.uuid4().hex[:16]}"
         self.run_id = run_id or uuid.uuid4().hex
         self.full_refresh = full_refresh
         self.retry_rejected = retry_rejected
@@ -632,7 +635,7 @@ class Staging:
         )
         con.execute(
             f"""
-            CREATE OR REPLACE TABLE work.t_out AS
+            CREATE OR REPLACE TABLE {self.out} AS
             WITH lead_ev AS (
                 SELECT 1 AS part, d.g AS lg, d.e AS le, d.cg, d.ce, d.platform, {lid}, {lead_attrs},
                        {cid}, {comp_attrs_named}, d.workspace_id, {", ".join(f"d.{c}" for c in WS_ATTRS)},
@@ -693,16 +696,16 @@ class Staging:
         # Events the API rejected before, unchanged since: held back unless asked to retry.
         if not self.retry_rejected and not self.full_refresh:
             skipped = _scalar(
-                con, "DELETE FROM work.t_out WHERE content_hash IN (SELECT content_hash FROM rejected_events)"
+                con, f"DELETE FROM {self.out} WHERE content_hash IN (SELECT content_hash FROM rejected_events)"
             )
             self.report.skipped_rejected += int(skipped or 0)
-        self.report.events += int(_scalar(con, "SELECT count(*) FROM work.t_out") or 0)
+        self.report.events += int(_scalar(con, f"SELECT count(*) FROM {self.out}") or 0)
         stats = con.execute(
             "SELECT (SELECT count(*) FROM t_rg), "
             "(SELECT count(*) FROM l_groups) + (SELECT count(*) FROM c_groups WHERE g IN "
             " (SELECT cg FROM t_rg WHERE lg IS NULL)), "
-            "(SELECT count(*) FROM l_groups WHERE g NOT IN (SELECT lg FROM work.t_out WHERE lg IS NOT NULL)) + "
-            "(SELECT count(*) FROM d_comp WHERE alone AND g NOT IN (SELECT cg FROM work.t_out WHERE cg IS NOT NULL))"
+            f"(SELECT count(*) FROM l_groups WHERE g NOT IN (SELECT lg FROM {self.out} WHERE lg IS NOT NULL)) + "
+            f"(SELECT count(*) FROM d_comp WHERE alone AND g NOT IN (SELECT cg FROM {self.out} WHERE cg IS NOT NULL))"
         ).fetchall()[0]
         valid_rows, entities, unchanged = (int(x) for x in stats)
         self.report.merged += max(valid_rows - entities, 0)
@@ -712,12 +715,12 @@ class Staging:
     def events(self, chunk_rows: int = 10_000) -> Iterator[tuple[int, bytes]]:
         """Yield ``(event_no, JSON bytes)`` for every event, streaming.
 
-        A cursor (its own connection to the same database) streams ``work.t_out``, so the
+        A cursor (its own connection to the same database) streams the pass's events table, so the
         delivery callbacks can write confirmations through the main connection meanwhile.
         """
         cur = self.con.cursor()
         try:
-            reader = cur.sql("SELECT event_no, encode(json) AS json FROM work.t_out").to_arrow_reader(chunk_rows)
+            reader = cur.sql(f"SELECT event_no, encode(json) AS json FROM {self.out}").to_arrow_reader(chunk_rows)
             for batch in reader:
                 yield from zip(batch.column(0).to_pylist(), batch.column(1).to_pylist(), strict=True)
         finally:
@@ -747,12 +750,12 @@ class Staging:
         column = next((str(e["loc"][0]) for e in errors if e.get("loc")), "")
         self.con.execute(
             "INSERT INTO rejected SELECT ?, 'api', r._om_source, r._om_row, ?, NULL, ?, r._om_hash, now() "
-            "FROM work.t_out o JOIN t_rg r ON (o.lg IS NOT NULL AND r.lg = o.lg) OR (o.lg IS NULL AND r.cg = o.cg "
+            f"FROM {self.out} o JOIN t_rg r ON (o.lg IS NOT NULL AND r.lg = o.lg) OR (o.lg IS NULL AND r.cg = o.cg "
             "AND r.lg IS NULL) WHERE o.event_no = ?",
             [self.run_id, column, reason, event_no],
         )
         self.con.execute(
-            "INSERT OR REPLACE INTO rejected_events SELECT content_hash, ?, ? FROM work.t_out WHERE event_no = ?",
+            f"INSERT OR REPLACE INTO rejected_events SELECT content_hash, ?, ? FROM {self.out} WHERE event_no = ?",
             [self.run_id, reason, event_no],
         )
 
@@ -769,7 +772,7 @@ class Staging:
         try:
             con.register("t_ok_arrow", pa.table({"event_no": pa.array(applied, pa.int64())}))
             con.execute(
-                "CREATE OR REPLACE TEMP TABLE t_ok AS SELECT o.* EXCLUDE (json) FROM work.t_out o "
+                f"CREATE OR REPLACE TEMP TABLE t_ok AS SELECT o.* EXCLUDE (json) FROM {self.out} o "
                 "JOIN t_ok_arrow USING (event_no)"
             )
             con.unregister("t_ok_arrow")
@@ -827,6 +830,13 @@ class Staging:
         merge("conn_state", [("entity_id", "le"), ("sender", "sender")], same(["linkedin_connection_level"]),
               "sender IS NOT NULL")
 
+    def close(self) -> None:
+        """Drop this pass's events table and close the connection (idempotent)."""
+        with contextlib.suppress(Exception):
+            self.con.execute(f"DROP TABLE IF EXISTS {self.out}")
+        with contextlib.suppress(Exception):
+            self.con.close()
+
     def finish(self, failed: int = 0) -> StageReport:
         """Flush, then remember the hashes of rows whose every event was confirmed.
 
@@ -838,7 +848,7 @@ class Staging:
         if self.record:
             self.con.execute(
                 "INSERT INTO row_hashes "
-                "WITH un AS (SELECT lg, cg FROM work.t_out ANTI JOIN t_confirmed USING (event_no)) "
+                f"WITH un AS (SELECT lg, cg FROM {self.out} ANTI JOIN t_confirmed USING (event_no)) "
                 "SELECT DISTINCT r._om_hash FROM t_rg r WHERE r._om_hash IS NOT NULL "
                 "AND (r.lg IS NULL OR r.lg NOT IN (SELECT lg FROM un WHERE lg IS NOT NULL)) "
                 "AND (r.cg IS NULL OR r.cg NOT IN (SELECT cg FROM un WHERE cg IS NOT NULL)) "

@@ -25,6 +25,7 @@ cost several times a plain append at these volumes.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -96,7 +97,12 @@ def connect(
     # Bounded memory: DuckDB would otherwise keep up to 80% of RAM of staging data in
     # memory; past this limit it spills to a folder beside the state file.
     con.execute(f"SET memory_limit = '{MEMORY_LIMIT}'")
-    con.execute(f"SET temp_directory = '{p.parent / (p.name + '.tmp')}'")
+    spill = str(p.parent / (p.name + ".tmp"))
+    # Settings are per database instance, shared by every connection to the file in this
+    # process; DuckDB refuses to move a temp directory it has used, so set it only once.
+    if con.execute("SELECT current_setting('temp_directory')").fetchall()[0][0] != spill:
+        with contextlib.suppress(duckdb.Error):
+            con.execute(f"SET temp_directory = '{spill}'")
     con.execute("SET preserve_insertion_order = false")
     con.execute(SCHEMA)
     rows = con.execute("SELECT value FROM meta WHERE key = 'target'").fetchall()

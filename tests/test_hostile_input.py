@@ -183,11 +183,6 @@ def test_hostile_file_never_tracebacks_and_valid_rows_sync(case: Case, tmp_path:
     _check(case, tmp_path, sandbox_server.url)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "sources/readers/_common.py add_provenance_rows zips the header names with the batch's columns "
-    "(zip strict): with 10,000 columns the reader's name list and the Arrow batch differ in length "
-    "(the plan reports '2 of 6664 columns'), so the run ends 'ValueError: zip() argument 2 is longer than "
-    "argument 1', exit 2, and none of the file's 20 valid rows sync"))
 def test_ten_thousand_columns_still_sync_their_valid_rows(tmp_path: Path, sandbox_server: Any) -> None:
     _check(WIDE, tmp_path, sandbox_server.url)
 

@@ -40,6 +40,7 @@ from ._common import IssueSink, SourceIssue, add_provenance, add_provenance_rows
 
 CANDIDATE_DELIMITERS = (",", ";", "\t", "|")
 SAMPLE_BYTES = 64 * 1024
+MAX_HEADER_BYTES = 16 * 1024 * 1024
 #: pyarrow's block size. Its streaming reader reads about 32 blocks ahead of the consumer
 #: (measured: ~41 MB held at 1.2 MB blocks on a 127 MB file, independent of file size),
 #: so this bounds memory; small blocks are combined into batches of `batch_rows`.
@@ -98,8 +99,16 @@ def _sample_text(path: Path, encoding: str) -> tuple[str, bool]:
     """First SAMPLE_BYTES decoded; the flag says whether that is the whole file."""
     with path.open("rb") as fh:
         raw = fh.read(SAMPLE_BYTES + 1)
-    whole = len(raw) <= SAMPLE_BYTES
-    raw = raw[:SAMPLE_BYTES]
+        # A header longer than the sample (10,000 columns) must still be read whole, or
+        # its names would be cut short: extend to the first line break, up to a cap.
+        while len(raw) > SAMPLE_BYTES and b"\n" not in raw and len(raw) < MAX_HEADER_BYTES:
+            more = fh.read(1 << 20)
+            if not more:
+                break
+            raw += more
+    limit = max(SAMPLE_BYTES, raw.find(b"\n") + 1)
+    whole = len(raw) <= limit
+    raw = raw[:limit]
     return codecs.getincrementaldecoder(encoding)(errors="ignore").decode(raw, final=whole), whole
 
 

@@ -18,7 +18,12 @@ import httpx
 from sandbox import running_sandbox
 from tests.sandbox_helpers import post_events, sandbox_companies, sandbox_leads, sandbox_reset
 
-CONTRACT_CHECK = Path("/work/shared/tools/contract_check.py")
+# shared/ sits beside the repository (as in CI); the workplace's copy is the fallback.
+CONTRACT_CHECK = next(
+    (p for p in (Path(__file__).resolve().parents[2] / "shared" / "tools" / "contract_check.py",
+                 Path("/work/shared/tools/contract_check.py")) if p.exists()),
+    Path("../shared/tools/contract_check.py"),
+)
 WS = "65f1a2b3c4d5e6f7890a1b2c"
 EVENTS = [
     {
@@ -171,6 +176,7 @@ def test_cli_flags_match_the_contract() -> None:
     assert (args.max_items, args.max_bytes, args.db, args.seed) == (10, 1000, "x.duckdb", 4)
 
 
+@pytest.mark.skipif(not CONTRACT_CHECK.exists(), reason="shared/tools/contract_check.py is not beside the repository")
 def test_shared_contract_check_passes_against_the_cli() -> None:
     with cli_sandbox("--api-key", "test-key", "--api-key", "other-key") as (proc, url):
         done = subprocess.run(

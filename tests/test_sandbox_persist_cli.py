@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from sandbox import running_sandbox
 from tests.sandbox_helpers import post_events, sandbox_companies, sandbox_leads, sandbox_reset

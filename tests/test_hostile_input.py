@@ -125,11 +125,27 @@ class ChildRun:
     peak_rss_mb: float
 
 
+# Runs the CLI, then writes the process's own peak RSS (VmHWM) to the file named in
+# argv[1]. Not ru_maxrss: Linux carries the parent's peak across fork and exec, so a
+# child of a large pytest process would report pytest's peak, not its own.
+_LAUNCH = (
+    "import sys\n"
+    "from pipelines.cli import main\n"
+    "try:\n"
+    "    code = main(sys.argv[2:])\n"
+    "finally:\n"
+    "    hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM:')][0].split()[1]\n"
+    "    open(sys.argv[1], 'w').write(hwm)\n"
+    "sys.exit(code)\n"
+)
+
+
 def run_cli(src: Path, url: str, state: Path, timeout: float = 180) -> ChildRun:
-    """The CLI as a child; ``wait4`` gives its peak RSS (what ``subprocess`` does not expose)."""
+    """The CLI as a child, with its own peak RSS (VmHWM, in kB, written by the child)."""
     out, err = state.parent / "stdout", state.parent / "stderr"
+    hwm = state.parent / "vmhwm"
     state.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "pipelines.cli", "sync", str(src), "--base-url", url, "--state", str(state),
+    cmd = [sys.executable, "-c", _LAUNCH, str(hwm), "sync", str(src), "--base-url", url, "--state", str(state),
            "--workspace-id", WS, "--json"]
     with out.open("wb") as fo, err.open("wb") as fe:
         proc = subprocess.Popen(cmd, env=child_env(KEY), stdout=fo, stderr=fe, cwd=REPO)
@@ -140,7 +156,9 @@ def run_cli(src: Path, url: str, state: Path, timeout: float = 180) -> ChildRun:
         finally:
             timer.cancel()
         proc.returncode = os.waitstatus_to_exitcode(status)
-    return ChildRun(proc.returncode, out.read_bytes(), err.read_bytes(), usage.ru_maxrss / 1024)
+    del usage
+    peak = int(hwm.read_text()) / 1024 if hwm.exists() else float("inf")
+    return ChildRun(proc.returncode, out.read_bytes(), err.read_bytes(), peak)
 
 
 def _check(case: Case, tmp_path: Path, url: str) -> ChildRun:

@@ -841,7 +841,8 @@ _SALES_FAST = _LINKEDIN_HOST_FAST + r"sales/(?:lead|people)/[A-Z][A-Za-z0-9_-]*(
 _COMPANY_FAST = _LINKEDIN_HOST_FAST + r"(?:company|school|showcase)/[a-z0-9_-]+(?:[/?#][\x21-\x7e]*)?$"
 _HOST_FAST = (
     r"^(?:https?://)?(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.){1,3}[a-z][a-z0-9-]{0,61}[a-z0-9]"
-    r"\.?(?::[0-9]{1,5})?(?:[/?#][\x21-\x5b\x5d-\x7e]*)?$"  # no spaces, no backslash: as in Python
+    # no spaces, no backslash, no "@" (Python reads a value with "@" as an email): as in Python
+    r"\.?(?::[0-9]{1,5})?(?:[/?#][\x21-\x3f\x41-\x5b\x5d-\x7e]*)?$"
 )
 _TEXT_FAST = r"^[\x21-\x7e]+(?: [\x21-\x7e]+)*$"
 _URL_MAX_FAST = 9000  # longer inputs go the Python way, which enforces the 10,000 limit on the output

@@ -364,6 +364,23 @@ def _linkedin_segments(value: str) -> list[str] | _Invalid:
     return segments
 
 
+def _url_input(raw: str, what: str) -> str | _Invalid | None:
+    """The cleaned value of a LinkedIn URL cell, or its verdict: None (not provided) or invalid."""
+    value = _clean_identifier(raw)
+    if not value:
+        return None
+    if _is_placeholder(value):
+        return _Invalid(f"{what} (placeholder)")
+    if _HAS_SPACE.search(value):
+        return _Invalid(f"{what} (contains spaces)")
+    return value
+
+
+def _segments_invalid(what: str, invalid: _Invalid) -> _Invalid:
+    """A URL-level reason ("a lnkd.in short link...") is worded for the column's kind."""
+    return _Invalid(f"{what} ({invalid.reason})") if invalid.reason.startswith("a ") else invalid
+
+
 _PERCENT_RUN = re.compile(r"(?:%[0-9A-Fa-f]{2})+")
 
 
@@ -402,17 +419,13 @@ _SIMPLE_PROFILE_RE = re.compile(r"^(?:https?://)?(?:[a-z0-9-]+\.)?linkedin\.com/
 @lru_cache(maxsize=CACHE_SIZE)
 def _profile_url(raw: str) -> _Outcome:
     what = "not a LinkedIn profile URL"
-    value = _clean_identifier(raw)
-    if not value:
-        return None
-    if _is_placeholder(value):
-        return _Invalid(f"{what} (placeholder)")
-    if _HAS_SPACE.search(value):
-        return _Invalid(f"{what} (contains spaces)")
+    value = _url_input(raw, what)
+    if not isinstance(value, str):
+        return value
     simple = _SIMPLE_PROFILE_RE.match(value)  # the common shape, without the general parse
     segments = ["in", simple.group(1)] if simple else _linkedin_segments(value)
     if isinstance(segments, _Invalid):
-        return _Invalid(f"{what} ({segments.reason})") if segments.reason.startswith("a ") else segments
+        return _segments_invalid(what, segments)
     kind = segments[0].lower() if segments else ""
     if kind == "in" and len(segments) >= 2:
         slug = _decode_slug(segments[1])
@@ -439,16 +452,12 @@ def _profile_url(raw: str) -> _Outcome:
 @lru_cache(maxsize=CACHE_SIZE)
 def _sales_navigator_url(raw: str) -> _Outcome:
     what = "not a Sales Navigator lead URL"
-    value = _clean_identifier(raw)
-    if not value:
-        return None
-    if _is_placeholder(value):
-        return _Invalid(f"{what} (placeholder)")
-    if _HAS_SPACE.search(value):
-        return _Invalid(f"{what} (contains spaces)")
+    value = _url_input(raw, what)
+    if not isinstance(value, str):
+        return value
     segments = _linkedin_segments(value)
     if isinstance(segments, _Invalid):
-        return _Invalid(f"{what} ({segments.reason})") if segments.reason.startswith("a ") else segments
+        return _segments_invalid(what, segments)
     kinds = [x.lower() for x in segments[:2]]
     if kinds[:1] == ["in"]:
         return _Invalid(f"{what} (a public profile URL: it belongs in lead_linkedin_url)")
@@ -465,16 +474,12 @@ def _sales_navigator_url(raw: str) -> _Outcome:
 @lru_cache(maxsize=CACHE_SIZE)
 def _company_url(raw: str) -> _Outcome:
     what = "not a LinkedIn company URL"
-    value = _clean_identifier(raw)
-    if not value:
-        return None
-    if _is_placeholder(value):
-        return _Invalid(f"{what} (placeholder)")
-    if _HAS_SPACE.search(value):
-        return _Invalid(f"{what} (contains spaces)")
+    value = _url_input(raw, what)
+    if not isinstance(value, str):
+        return value
     segments = _linkedin_segments(value)
     if isinstance(segments, _Invalid):
-        return _Invalid(f"{what} ({segments.reason})") if segments.reason.startswith("a ") else segments
+        return _segments_invalid(what, segments)
     kind = segments[0].lower() if segments else ""
     if kind in ("in", "pub"):
         return _Invalid(f"{what} (a person's profile, not a company page)")

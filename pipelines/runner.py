@@ -84,6 +84,11 @@ class SourceInfo:
     issues: list[Any] = field(default_factory=list)
 
 
+#: The staging counts a run's report adds up from its load jobs.
+_STAGE_COUNTS = ("invalid", "partial", "merged", "unchanged", "skipped_rejected", "events", "applied", "rejected",
+                 "failed")
+
+
 @dataclass
 class SyncReport:
     """What happened to every row of one run; ``to_dict`` is the ``--json`` output."""
@@ -134,15 +139,8 @@ class SyncReport:
 
     def absorb(self, totals: RunTotals) -> None:
         st = totals.stage
-        self.invalid += st.invalid
-        self.partial += st.partial
-        self.merged += st.merged
-        self.unchanged += st.unchanged
-        self.skipped_rejected += st.skipped_rejected
-        self.events += st.events
-        self.applied += st.applied
-        self.rejected += st.rejected
-        self.failed += st.failed
+        for name in _STAGE_COUNTS:
+            setattr(self, name, getattr(self, name) + getattr(st, name))
         self.requests += totals.requests
         self.retries += totals.retries
         self.throttled += totals.throttled

@@ -9,17 +9,7 @@ import httpx
 from destinations.outreach_magic import settings as s
 from sandbox import RunningSandbox
 from tests.sandbox_helpers import CLIENT, post_events, sandbox_leads, sandbox_stats
-
-WS = "65f1a2b3c4d5e6f7890a1b2c"
-MINIMAL = {
-    "event": "update_attributes",
-    "platform": "clay",
-    "workspace_id": WS,
-    "lead_email": "jane.doe@example.com",
-    "company_domain": "example.co",
-    "lead_first_name": "Jane",
-    "company_name": "Example Co",
-}
+from tests.test_contract import MINIMAL  # the seed's minimal example, written once
 
 
 def raw(sb: RunningSandbox, content: bytes, headers: dict[str, str]) -> httpx.Response:

@@ -169,6 +169,12 @@ class MappingPlan:
     #: non-canonical inputs a preset derives fields from (e.g. the event type of HeyReach)
     helpers: dict[str, str | list[str]] = field(default_factory=dict)
     derive: Derive | None = None
+    #: a header the source repeats -> its columns as the reader named them, in file order
+    #: (``Email`` -> ``["Email", "Email__2"]``)
+    repeated: dict[str, list[str]] = field(default_factory=dict)
+    #: later copies of a repeated header that a preset maps -> the field they feed. Such a
+    #: copy is a fallback: its value is sent only on rows where the earlier candidates are empty.
+    copies: dict[str, str] = field(default_factory=dict)
 
     def describe(self) -> list[str]:
         """Report lines: the choice, each field's source, constants, unused columns."""
@@ -181,7 +187,49 @@ class MappingPlan:
             lines.append(f"  order by {self.order_by} (latest wins)")
         if self.unused:
             lines.append(f"  unused columns (not sent): {', '.join(self.unused)}")
+        lines.extend(f"  {note}" for note in self.repeated_notes().values())
         return lines
+
+    def repeated_notes(self) -> dict[str, str]:
+        """One warning per repeated header (header -> note): its copies, and what each copy feeds."""
+        notes = {}
+        for header, cols in self.repeated.items():
+            feeds = {c: [f for f, src in (*self.columns.items(), *self.helpers.items()) if c in _as_list(src)]
+                     for c in cols}
+            note = f"header {header!r} appears {len(cols)} times (read as {', '.join(cols)})"
+            fallbacks = [c for c in cols if c in self.copies]
+            if fallbacks:
+                note += "; " + "; ".join(
+                    f"{c} fills {self.copies[c]} only on rows where {_before(self.columns[self.copies[c]], c)} "
+                    f"empty, a different value beside a non-empty one is not sent"
+                    for c in fallbacks
+                )
+            if not any(feeds.values()):
+                note += "; no API field uses it"
+            notes[header] = note
+        return notes
+
+
+def _before(src: str | list[str], col: str) -> str:
+    """``A is`` / ``A and B are``: the candidates ahead of ``col`` in a field's source list."""
+    names = _as_list(src)
+    ahead = names[: names.index(col)]
+    return f"{ahead[0]} is" if len(ahead) == 1 else f"{', '.join(ahead[:-1])} and {ahead[-1]} are"
+
+
+@dataclass
+class CopyTally:
+    """What became of one fallback copy of a repeated header (``MappingPlan.copies``) over the rows read."""
+
+    #: rows where its value is the one sent (the earlier candidates were empty, or equal)
+    used: int = 0
+    #: rows where it held a value different from the one sent: that value was not sent
+    unsent: int = 0
+    #: the first of those rows (1-based ``_om_row``), at most :data:`UNSENT_ROWS_KEPT`
+    rows: list[int] = field(default_factory=list)
+
+
+UNSENT_ROWS_KEPT = 20
 
 
 def _as_list(src: str | list[str]) -> list[str]:
@@ -324,6 +372,21 @@ def plan_mapping(
         used = [c for src in mapped.values() for c in _as_list(src)]
         reason += f"; used {', '.join(used)}"
 
+    repeated: dict[str, list[str]] = {}
+    for c in data:
+        base, nth = base_header(c)
+        if nth > 1 and base in data:
+            repeated.setdefault(base, [base]).append(c)
+    # A later copy feeding a field the preset resolved is a fallback; a mapping file that
+    # names the copies itself chose their order, and nothing is reported as a fallback.
+    copies = {
+        c: f
+        for f, src in mapped.items()
+        if f not in overridden
+        for c in _as_list(src)
+        if base_header(c)[1] > 1 and base_header(c)[0] in repeated
+    }
+
     used_cols = {c for src in (*mapped.values(), *helpers.values()) for c in _as_list(src)}
     if order_by:
         used_cols.add(order_by)
@@ -339,6 +402,8 @@ def plan_mapping(
         unused=unused,
         helpers=helpers,
         derive=derive,
+        repeated=repeated,
+        copies=copies,
     )
 
 
@@ -359,20 +424,57 @@ def _prepare(arr: pa.Array, *, as_tags: bool) -> pa.Array:
     return clean(text)
 
 
-def _field_array(batch: pa.RecordBatch, src: str | list[str], *, as_tags: bool = False) -> pa.Array:
-    arrays = [_prepare(_column(batch, s), as_tags=as_tags) for s in _as_list(src)]
+def _field_array(
+    batch: pa.RecordBatch,
+    src: str | list[str],
+    *,
+    as_tags: bool = False,
+    tallies: dict[str, CopyTally] | None = None,
+) -> pa.Array:
+    names = _as_list(src)
+    arrays = [_prepare(_column(batch, s), as_tags=as_tags) for s in names]
     if len(arrays) == 1:
         return arrays[0]
     if len({a.type for a in arrays}) > 1:  # tags from a list column and a delimited one
         arrays = [pc.binary_join(a, ",") if pa.types.is_list(a.type) else a for a in arrays]
-    return pc.coalesce(*arrays)
+    result = pc.coalesce(*arrays)
+    if tallies:
+        for name, arr in zip(names, arrays, strict=True):
+            if name in tallies:
+                _tally(tallies[name], batch, arr, result)
+    return result
 
 
-def apply_mapping(batch: pa.RecordBatch, plan: MappingPlan) -> pa.RecordBatch:
+def _tally(tally: CopyTally, batch: pa.RecordBatch, copy: pa.Array, sent: pa.Array) -> None:
+    """Count the rows where a fallback copy's value is the one sent, and those where it is not."""
+    if pa.types.is_list(copy.type):  # compare tag lists by their joined text
+        copy, sent = pc.binary_join(copy, "\x1f"), pc.binary_join(sent, "\x1f")
+    held = pc.is_valid(copy)
+    same = pc.fill_null(pc.equal(copy, sent), False)
+    tally.used += pc.sum(pc.and_(held, same)).as_py() or 0
+    lost = pc.and_(held, pc.invert(same))
+    n = pc.sum(lost).as_py() or 0
+    tally.unsent += n
+    idx = batch.schema.get_field_index(META_COLUMNS[1])
+    room = UNSENT_ROWS_KEPT - len(tally.rows)
+    if n and room > 0 and idx >= 0:
+        tally.rows.extend(pc.filter(batch.column(idx), lost)[:room].to_pylist())
+
+
+def apply_mapping(
+    batch: pa.RecordBatch, plan: MappingPlan, tallies: dict[str, CopyTally] | None = None
+) -> pa.RecordBatch:
     """Canonical columns of one batch (strings; ``tags`` list<string> or string), plus
-    ``_om_source``/``_om_row`` passed through and ``_om_order`` when the plan orders rows."""
+    ``_om_source``/``_om_row`` passed through and ``_om_order`` when the plan orders rows.
+
+    ``tallies``, when given, counts per fallback copy of a repeated header (``plan.copies``)
+    the rows where its value was sent and those where a different value was (its own is lost).
+    """
+    if tallies is not None:
+        for c in plan.copies:
+            tallies.setdefault(c, CopyTally())
     out: dict[str, pa.Array] = {
-        f: _field_array(batch, src, as_tags=(f == "tags")) for f, src in plan.columns.items()
+        f: _field_array(batch, src, as_tags=(f == "tags"), tallies=tallies) for f, src in plan.columns.items()
     }
     if "company_employee_count" in out:
         count, range_ = split_employees(out["company_employee_count"], out.get("company_employee_range"))

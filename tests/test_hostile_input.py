@@ -205,10 +205,6 @@ def test_ten_thousand_columns_still_sync_their_valid_rows(tmp_path: Path, sandbo
     _check(WIDE, tmp_path, sandbox_server.url)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "readers dedupe a repeated header to lead_email_2/lead_first_name_2, and the canonical plan then drops "
-    "them without listing them in plan.unused or the report's ignored_columns: the second email "
-    "(d2@ok.example) vanishes and the report says nothing (sources/canonical.py plan)"))
 def test_duplicated_header_columns_are_synced_or_named_in_the_report(tmp_path: Path, sandbox_server: Any) -> None:
     case = next(c for c in CASES if c.name == "dupheader.csv")
     run = _check(case, tmp_path, sandbox_server.url)
@@ -216,6 +212,15 @@ def test_duplicated_header_columns_are_synced_or_named_in_the_report(tmp_path: P
     named = set(report["ignored_columns"]) | {c for s in report["sources"] for c in s["unused"]}
     held = {e for lead in sandbox_leads(sandbox_server.url, KEY) for e in lead["identifiers"].get("lead_email", [])}
     assert "d2@ok.example" in held or any(c.startswith("lead_email") for c in named)
+    # How: the first copy is sent (d2 beside d1 would be a second identity or a second person:
+    # either guess could mix data); each copy that only ever lost its value is an unused
+    # column, and the source's issues name the repeated header and the rows that lost a value.
+    (source,) = report["sources"]
+    assert {"lead_email__2", "lead_first_name__2"} <= set(source["unused"])
+    notes = [i["message"] for i in source["issues"] if i["kind"] == "duplicate_header"]
+    assert any(m.startswith("header 'lead_email' appears 2 times") for m in notes), notes
+    assert any(m.startswith("lead_email__2") and "(rows 1)" in m for m in notes), notes
+    assert "d2@ok.example" not in held
 
 
 def test_bidi_controls_never_reach_an_email_identifier(tmp_path: Path, sandbox_server: Any) -> None:

@@ -5,7 +5,7 @@ to keep in git). For every file: the command ends with exit 0, 1 or 2 (as docume
 0 all applied, 1 some rows held back or rejected, 2 nothing could be done) and never with
 a traceback; stdout is one JSON report; every ledger entry names its row (and, when one
 field is to blame, the column and the value); the file's valid rows still reach the
-sandbox; the child's peak RSS (``wait4``) stays under :data:`PEAK_RSS_LIMIT_MB`.
+sandbox; the child's own peak RSS (VmHWM, see ``run_cli``) stays under :data:`PEAK_RSS_LIMIT_MB`.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from tests.sandbox_helpers import sandbox_leads
 from tests.test_reliability_helpers import REPO, WS, child_env, ledger
 
 KEY = "test-key"
-# Measured 250-275 MB on this machine for every file below (importing dlt, DuckDB and
+# Measured 240-284 MB (VmHWM) on this machine for every file below (importing dlt, DuckDB and
 # pyarrow alone costs ~145 MB); the bound leaves room for allocator noise, not for a copy
 # of the input per column.
 PEAK_RSS_LIMIT_MB = 450
@@ -249,8 +249,10 @@ def test_memory_stays_bounded_on_a_large_file(tmp_path: Path, sandbox_factory: A
     """50,000 and 150,000 rows with a 2 KB description each (~100 and ~310 MB of input).
 
     Bounded means: under a stated ceiling, and not growing in step with the input (3x the
-    rows must cost well under 2x the peak). Measured 921 MB and 1,311 MB: the ceiling is
-    honest about today's figures, which are high (see RELIABILITY.md).
+    rows must cost well under 1.5x the peak). The child's own peak (VmHWM, see ``run_cli``)
+    measured 824-880 MB at 50k and 892-1,004 MB at 150k (1.07-1.17x) over five runs: the
+    bounds leave ~30% for noise, while memory growing in step with the rows (~145 MB of
+    imports plus 3x the rest: ~2.2x) fails them. Today's figures are high (see RELIABILITY.md).
     """
     peaks = {}
     for n in (50_000, 150_000):
@@ -261,5 +263,5 @@ def test_memory_stays_bounded_on_a_large_file(tmp_path: Path, sandbox_factory: A
         assert orjson.loads(run.stdout)["applied"] == n
         peaks[n] = run.peak_rss_mb
     print(f"\nlarge files: peak RSS {peaks[50_000]:.0f} MB at 50k rows, {peaks[150_000]:.0f} MB at 150k rows")
-    assert peaks[150_000] < 1_600
-    assert peaks[150_000] < 2 * peaks[50_000]
+    assert peaks[150_000] < 1_300
+    assert peaks[150_000] < 1.5 * peaks[50_000]

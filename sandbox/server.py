@@ -13,6 +13,8 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
+from itertools import compress
+from operator import not_
 from typing import Any
 
 import orjson
@@ -22,7 +24,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from destinations.outreach_magic import settings as s
-from destinations.outreach_magic.contract import ItemErrors, build_result, item_errors, passes_fast_path_many
+from destinations.outreach_magic.contract import ItemErrors, build_result, fast_verdicts, validate_item
 
 from .faults import Fault, FaultInjector, FaultSettings
 from .openapi import openapi_endpoint
@@ -198,23 +200,23 @@ class SandboxApp:
         await _answer(send, 200, payload)
 
     def _apply(self, tenant: Tenant, items: list[Any]) -> Any:
-        """Validate and upsert in array order, under the state lock (one request at a time)."""
+        """Validate, then upsert in array order, under the state lock (one request at a time).
+
+        Certainly-valid items (the fast path) skip the pydantic model; only the others are
+        built as models, for their error entries. The store applies the valid ones.
+        """
         details: list[ItemErrors] = []
-        apply = tenant.apply
         with self.state.lock:
-            certain = passes_fast_path_many(items)
-            for index, item in enumerate(items):
-                if not certain[index]:  # only then build the model, for its errors
-                    errors = item_errors(item)
-                    if errors:
-                        details.append({"index": index, "error": errors})
-                        continue
-                message = apply(item)
-                if message is not None:
-                    field = "unified_lead_id" if "lead" in message else "unified_company_id"
-                    details.append(
-                        {"index": index, "error": [{"msg": message, "type": "value_error", "loc": [field]}]}
-                    )
+            valid, plain, keys = fast_verdicts(items)
+            for index in compress(range(len(items)), map(not_, valid)):
+                errors = validate_item(items[index])[1]
+                if errors:
+                    details.append({"index": index, "error": errors})
+                else:
+                    valid[index] = True
+            for index, message in tenant.apply_many(items, valid, plain, keys):
+                field = "unified_lead_id" if "lead" in message else "unified_company_id"
+                details.append({"index": index, "error": [{"msg": message, "type": "value_error", "loc": [field]}]})
             tenant.events_applied += len(items) - len(details)
             tenant.events_rejected += len(details)
         return build_result(len(items), details)

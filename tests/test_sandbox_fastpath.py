@@ -179,3 +179,30 @@ def test_values_with_newlines_cannot_shift_lines_in_the_grouped_check() -> None:
     batch = [dict(good) for _ in range(8)] + [two_lines, bad]
     assert passes_fast_path_many(batch) == [True] * 8 + [False, False]
     assert item_errors(two_lines) and item_errors(bad)
+
+
+_SEPARATORS = ["", " ", "\n", "\t", "\x1c", "\xa0", "\u2028", "@", ".", "/", ":", "?", "#", "-", "é", "K"]
+
+
+def test_column_quick_patterns_imply_the_contract_patterns() -> None:
+    """The grouped check's ASCII patterns are sufficient conditions: whatever line they
+    accept, the contract's own regex accepts (else the group check would let bad values in;
+    a "\n" inside a value is the newline count's business, see the test above). Every field's
+    good value with each separator inserted at each position, after each prefix."""
+    import re
+
+    from destinations.outreach_magic.contract import _FORMATS, _QUICK_LINE
+
+    prefixes = ["", "https://www.linkedin.com/in/", "https://www.linkedin.com/company/", "x@", "a."]
+    accepted = 0
+    for field in sorted(GOOD.keys() - {"linkedin_connection_level"}):
+        good = GOOD[field]
+        for prefix in prefixes:
+            for cut in range(len(good) + 1):
+                for insert in _SEPARATORS:
+                    value = prefix + good[:cut] + insert + good[cut:]
+                    if re.fullmatch(_QUICK_LINE[field], value) is not None:
+                        accepted += 1
+                        assert _FORMATS[field][0].match(value), (field, value)
+        assert re.fullmatch(_QUICK_LINE[field], good) is not None or field == "sender", (field, good)
+    assert accepted > 500  # the quick forms do accept most well-formed values

@@ -192,7 +192,7 @@ def test_shared_contract_check_passes_against_the_cli() -> None:
 
 
 def test_docs_of_a_few_changed_records_equal_the_full_listing() -> None:
-    """The persistence thread looks a few dirty records up instead of scanning everything."""
+    """The persistence thread writes a few dirty records: their docs equal the full listing's."""
     import random
 
     from sandbox.store import Tenant
@@ -205,7 +205,6 @@ def test_docs_of_a_few_changed_records_equal_the_full_listing() -> None:
         tenant.apply({"event": "update_attributes", "company_domain": f"c{i % 50}.co", "workspace_id": WS,
                       "lead_status": "x"})
     only = {3, 150, 299}
-    assert tenant._few(only, len(tenant.lead_ws) + len(tenant.connections))
     full = list(tenant.lead_docs())
     assert list(tenant.lead_docs(only)) == [full[i] for i in sorted(only)]
     companies = list(tenant.company_docs())
@@ -228,5 +227,5 @@ def test_generated_ids_never_clash_with_restored_ones() -> None:
     assert len(set(uids)) == 3 and uids[0] == clash
     assert [tenant.leads.find(u) for u in uids] == [0, 1, 2]
     assert tenant.apply({"event": "update_attributes", "unified_lead_id": uids[1], "lead_first_name": "N"}) is None
-    assert tenant.leads.attrs[1] == {"lead_first_name": "N"}
+    assert tenant.leads.attributes(1) == {"lead_first_name": "N"}
     assert tenant.leads.find("0" * 24) == -1 or uids[tenant.leads.find("0" * 24)] == "0" * 24

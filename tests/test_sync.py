@@ -80,7 +80,7 @@ def expected_leads(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return x
 
     owner: dict[tuple[str, str], int] = {}
-    valid = []
+    valid: list[dict[str, Any]] = []
     for row in rows:
         norm = _normalize_row(row)
         if norm is None or not any(f in norm for f in s.LEAD_IDENTIFIERS):

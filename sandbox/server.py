@@ -207,14 +207,14 @@ class SandboxApp:
         """
         details: list[ItemErrors] = []
         with self.state.lock:
-            valid, plain, keys = fast_verdicts(items)
+            valid, plain, keys, columns = fast_verdicts(items, from_json=True)
             for index in compress(range(len(items)), map(not_, valid)):
                 errors = validate_item(items[index])[1]
                 if errors:
                     details.append({"index": index, "error": errors})
                 else:
                     valid[index] = True
-            for index, message in tenant.apply_many(items, valid, plain, keys):
+            for index, message in tenant.apply_many(items, valid, plain, keys, columns):
                 field = "unified_lead_id" if "lead" in message else "unified_company_id"
                 details.append({"index": index, "error": [{"msg": message, "type": "value_error", "loc": [field]}]})
             tenant.events_applied += len(items) - len(details)

@@ -58,6 +58,26 @@ Column = list[Any]  # record index -> value, None for none; shorter than the sid
 WsColumns = dict[str, Column]  # workspace field -> column ("" lists the records it touched)
 
 
+class _Columns:
+    """A run of events field by field: each column taken once (or handed over by the
+    validator, which already took them for the same events)."""
+
+    __slots__ = ("cache", "run")
+
+    def __init__(self, run: list[dict[str, Any]], cache: dict[str, list[Any]] | None = None) -> None:
+        self.run = run
+        self.cache = {} if cache is None else cache
+
+    def __len__(self) -> int:
+        return len(self.run)
+
+    def __call__(self, field: str) -> list[Any]:
+        col = self.cache.get(field)
+        if col is None:
+            col = self.cache[field] = list(map(itemgetter(field), self.run))
+        return col
+
+
 def _grow(col: Column, n: int) -> None:
     if len(col) < n:
         col.extend(repeat(None, n - len(col)))
@@ -232,9 +252,7 @@ class _Side:
             _put(attrs[f], idx, ev[f])
         return idx
 
-    def upsert_run(
-        self, id_fields: _Fields, attr_fields: _Fields, run: list[dict[str, Any]]
-    ) -> tuple[Sequence[int], int]:
+    def upsert_run(self, id_fields: _Fields, attr_fields: _Fields, run: _Columns) -> tuple[Sequence[int], int]:
         """A run of events with the same fields, in bulk: the record index of each event,
         and the first of them when they are consecutive (see :func:`_write`), else -1.
 
@@ -248,7 +266,7 @@ class _Side:
         index = self.index
         if len(id_fields) == 1:
             f = id_fields[0]
-            vals: list[str] = list(map(itemgetter(f), run))
+            vals: list[str] = run(f)
             keys = list(map(str.lower, vals)) if f == _EMAIL else vals
             by = index[f]
             found = list(map(by.get, keys))
@@ -269,7 +287,7 @@ class _Side:
             else:
                 idxs = found  # type: ignore[assignment]
         else:
-            columns = [list(map(itemgetter(f), run)) for f in id_fields]
+            columns = [run(f) for f in id_fields]
             keyss = [list(map(str.lower, c)) if f == _EMAIL else c for f, c in zip(id_fields, columns, strict=True)]
             # Every key is distinct per field (the caller checked): no event's lookups can see
             # another event's changes, so match everything against the store before the run.
@@ -300,7 +318,7 @@ class _Side:
         lo = _span(idxs)
         attrs = self.attrs
         for a in attr_fields:
-            _write(attrs[a], idxs, map(itemgetter(a), run), lo)
+            _write(attrs[a], idxs, run(a), lo)
         return idxs, lo
 
 
@@ -405,20 +423,22 @@ class Tenant:
         valid: Sequence[bool],
         plain: set[tuple[Any, ...]],
         keys: Sequence[tuple[Any, ...] | None] | None = None,
+        columns: dict[str, list[Any]] | None = None,
     ) -> list[tuple[int, str]]:
         """Apply the ``valid`` items in array order; return ``(index, message)`` of those that fail.
 
         ``plain`` holds the key tuples whose items the validator saw as plain strings, all
         valid (no null, no list); ``keys`` each item's key tuple, when the validator already
-        has them (:class:`~destinations.outreach_magic.contract.Verdicts`). Consecutive runs
+        has them, and ``columns`` the values of a batch that is one plain group, field by
+        field (both from :class:`~destinations.outreach_magic.contract.Verdicts`). Consecutive runs
         of plain items with one key tuple and no unified id take the bulk path; everything
         else goes through :meth:`apply`.
         """
         failed: list[tuple[int, str]] = []
         if keys is None:
             keys = list(map(_keys_or_none, items))
-        for shape, run in groupby(range(len(items)), keys.__getitem__):
-            indexes = list(run)
+        for shape, group in groupby(range(len(items)), keys.__getitem__):
+            indexes = list(group)
             if (
                 shape is not None
                 and len(indexes) >= _BULK_MIN
@@ -426,7 +446,9 @@ class Tenant:
                 and all(map(valid.__getitem__, indexes))
             ):
                 plan = self._plan_of(shape)
-                if not plan[0] and not plan[3] and self._apply_run(plan, [items[i] for i in indexes]):
+                whole = len(indexes) == len(items)  # then the validator's columns are this run's
+                run = _Columns(list(items) if whole else [items[i] for i in indexes], columns if whole else None)
+                if not plan[0] and not plan[3] and self._apply_run(plan, run):
                     continue
             for i in indexes:
                 if valid[i]:
@@ -435,7 +457,7 @@ class Tenant:
                         failed.append((i, message))
         return failed
 
-    def _apply_run(self, plan: Plan, run: list[dict[str, Any]]) -> bool:
+    def _apply_run(self, plan: Plan, run: _Columns) -> bool:
         """The bulk path for a run of plain, valid events with one key tuple and no unified id.
 
         Leads and companies are separate structures, so all company upserts of the run
@@ -466,9 +488,9 @@ class Tenant:
             if has_sender:
                 connections = self.connections
                 for sender, idx, level in zip(
-                    map(itemgetter("sender"), run),
+                    run("sender"),
                     lead_idxs,
-                    map(itemgetter("linkedin_connection_level"), run),
+                    run("linkedin_connection_level"),
                     strict=True,
                 ):
                     connections.setdefault(sender, {})[idx] = level
@@ -478,14 +500,14 @@ class Tenant:
             else:
                 assert company_idxs is not None  # the validator's identifier rule
                 idxs, lo, store = company_idxs, company_lo, self.company_ws
-            workspaces = list(map(itemgetter("workspace_id"), run))
+            workspaces = run("workspace_id")
             if workspaces.count(workspaces[0]) == len(workspaces):
                 cols = _ws_columns(store, workspaces[0])
                 _write(cols[_MEMBER], idxs, repeat(True, len(idxs)), lo)
                 for f in ws_attrs:
-                    _write(cols.setdefault(f, []), idxs, map(itemgetter(f), run), lo)
+                    _write(cols.setdefault(f, []), idxs, run(f), lo)
             else:
-                for ev, w, idx in zip(run, workspaces, idxs, strict=True):
+                for ev, w, idx in zip(run.run, workspaces, idxs, strict=True):
                     cols = _ws_columns(store, w)
                     _put(cols[_MEMBER], idx, True)
                     for f in ws_attrs:
@@ -549,10 +571,10 @@ def _keys_or_none(item: Any) -> tuple[Any, ...] | None:
     return tuple(item) if type(item) is dict else None
 
 
-def _distinct_per_field(fields: _Fields, run: list[dict[str, Any]]) -> bool:
+def _distinct_per_field(fields: _Fields, run: _Columns) -> bool:
     n = len(run)
     for f in fields:
-        values = map(itemgetter(f), run)
+        values = run(f)
         if len(set(map(str.lower, values) if f == _EMAIL else values)) != n:
             return False
     return True

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from itertools import chain
 from operator import itemgetter
 from typing import Annotated, Any, Literal, NamedTuple, TypedDict
 
@@ -450,28 +449,47 @@ def _shape_of(keys: tuple[Any, ...]) -> tuple[tuple[tuple[str, Any, Any], ...], 
     return shape
 
 
-def _group_passes(group: list[dict[str, Any]], shape: tuple[tuple[tuple[str, Any, Any], ...], bool]) -> bool:
-    """True when every event of ``group`` (all with the key set of ``shape``) certainly passes.
+def _group_passes(
+    group: list[dict[str, Any]],
+    keys: tuple[str, ...],
+    shape: tuple[tuple[tuple[str, Any, Any], ...], bool],
+    from_json: bool,
+    columns: dict[str, list[Any]],
+) -> bool:
+    """True when every event of ``group`` (all with the key tuple ``keys``) certainly passes.
 
-    The same checks as :func:`passes_fast_path`, each run once over the whole group with
-    C-level ``map``/``join``/``fullmatch`` instead of once per event.
+    The same checks as :func:`passes_fast_path`, run column by column with C-level calls:
+    ``"\n".join`` proves every value a ``str`` (with ``from_json``, where only exact types
+    exist; otherwise the exact type is checked too), the count of "\n" proves no value
+    holds one, so an empty value shows as an empty line; a column shorter than the maximum
+    length in all needs no per-value length; a format column is matched whole, or once
+    when all its values are the same. The columns are left in ``columns`` for the store.
     """
-    values = list(chain.from_iterable(map(dict.values, group)))
-    if set(map(type, values)) != _STR_ONLY:
-        return False
-    if "" in values or max(map(len, values)) > _MAX:  # _MIN is 1 (asserted below)
-        return False
-    if set(map(itemgetter("event"), group)) != {"update_attributes"}:
-        return False
-    formats, level = shape
     n = len(group)
-    for key, _quick, _match in formats:
-        joined = "\n".join(map(itemgetter(key), group))
-        if joined.count("\n") != n - 1:
+    formats = {key: (quick, match) for key, quick, match in shape[0]}
+    for key in keys:
+        col = list(map(itemgetter(key), group))
+        if not from_json and set(map(type, col)) != _STR_ONLY:
             return False
-        if _COLUMN[key].fullmatch(joined) is None and len(_LINES[key].findall(joined)) != n:
+        try:
+            joined = "\n".join(col)
+        except TypeError:  # a value that is not a str
             return False
-    return not level or set(map(itemgetter("linkedin_connection_level"), group)) <= _LEVELS
+        if joined.count("\n") != n - 1 or joined[0] == "\n" or joined[-1] == "\n" or "\n\n" in joined:
+            return False  # a value holds a newline, or is empty
+        if len(joined) > _MAX and max(map(len, col)) > _MAX:
+            return False
+        check = formats.get(key)
+        if check is not None:
+            if col.count(col[0]) == n:  # one value throughout (a workspace id, a sender)
+                if not check[0](col[0]) and check[1](col[0]) is None:
+                    return False
+            elif _COLUMN[key].fullmatch(joined) is None and len(_LINES[key].findall(joined)) != n:
+                return False
+        columns[key] = col
+    if columns["event"].count("update_attributes") != n:
+        return False
+    return not shape[1] or set(columns["linkedin_connection_level"]) <= _LEVELS
 
 
 assert _MIN == 1, "_group_passes checks the minimum length as 'no empty string'"
@@ -483,6 +501,8 @@ class Verdicts(NamedTuple):
     valid: list[bool]  # per item: certainly valid (False: ask the model)
     plain: set[tuple[Any, ...]]  # key tuples whose whole group passed the group check
     keys: list[tuple[Any, ...] | None]  # per item: its key tuple, None for a non-dict
+    # for a batch that is one plain group: its values field by field, in item order
+    columns: dict[str, list[Any]] | None = None
 
 
 def passes_fast_path_many(items: Sequence[Any]) -> list[bool]:
@@ -495,12 +515,13 @@ def passes_fast_path_many(items: Sequence[Any]) -> list[bool]:
     return fast_verdicts(items).valid
 
 
-def fast_verdicts(items: Sequence[Any]) -> Verdicts:
+def fast_verdicts(items: Sequence[Any], from_json: bool = False) -> Verdicts:
     """:func:`passes_fast_path_many`'s verdicts, plus what the sandbox's store reuses.
 
     Every item whose key tuple is in ``plain`` is a ``dict`` of plain ``str`` values (no
     null, no list) and certainly valid, so the store can apply runs of them in bulk
-    without looking at their values' types again.
+    without looking at their values' types again. ``from_json``: the items come from a
+    JSON parser, so a ``str`` is never a subclass and need not be checked for one.
     """
     n = len(items)
     if set(map(type, items)) == _DICT_ONLY:
@@ -522,18 +543,23 @@ def fast_verdicts(items: Sequence[Any]) -> Verdicts:
         groups.update(lists)
     plain: set[tuple[Any, ...]] = set()
     result = [False] * n
+    columns: dict[str, list[Any]] | None = None
     for k, indexes in groups.items():
         shape = _shape_of(k)
+        whole = len(indexes) == n
+        cols: dict[str, list[Any]] = {}
         if shape is not None and len(indexes) >= _BATCH_MIN and _group_passes(
-            list(items) if len(indexes) == n else [items[i] for i in indexes], shape
+            list(items) if whole else [items[i] for i in indexes], k, shape, from_json, cols
         ):
             plain.add(k)
             for i in indexes:
                 result[i] = True
+            if whole:
+                columns = cols
         else:
             for i in indexes:
                 result[i] = passes_fast_path(items[i])
-    return Verdicts(result, plain, keys)
+    return Verdicts(result, plain, keys, columns)
 
 
 _DICT_ONLY = {dict}

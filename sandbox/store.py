@@ -64,14 +64,14 @@ class _Columns:
 
     __slots__ = ("cache", "run")
 
-    def __init__(self, run: list[dict[str, Any]], cache: dict[str, list[Any]] | None = None) -> None:
+    def __init__(self, run: list[dict[str, Any]], cache: dict[str, Sequence[Any]] | None = None) -> None:
         self.run = run
         self.cache = {} if cache is None else cache
 
     def __len__(self) -> int:
         return len(self.run)
 
-    def __call__(self, field: str) -> list[Any]:
+    def __call__(self, field: str) -> Sequence[Any]:
         col = self.cache.get(field)
         if col is None:
             col = self.cache[field] = list(map(itemgetter(field), self.run))
@@ -266,8 +266,8 @@ class _Side:
         index = self.index
         if len(id_fields) == 1:
             f = id_fields[0]
-            vals: list[str] = run(f)
-            keys = list(map(str.lower, vals)) if f == _EMAIL else vals
+            vals: Sequence[str] = run(f)
+            keys: Sequence[str] = list(map(str.lower, vals)) if f == _EMAIL else vals
             by = index[f]
             found = list(map(by.get, keys))
             idxs: Sequence[int]
@@ -423,7 +423,7 @@ class Tenant:
         valid: Sequence[bool],
         plain: set[tuple[Any, ...]],
         keys: Sequence[tuple[Any, ...] | None] | None = None,
-        columns: dict[str, list[Any]] | None = None,
+        columns: dict[str, Sequence[Any]] | None = None,
     ) -> list[tuple[int, str]]:
         """Apply the ``valid`` items in array order; return ``(index, message)`` of those that fail.
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from operator import itemgetter
 from typing import Annotated, Any, Literal, NamedTuple, TypedDict
 
 from pydantic import (
@@ -454,29 +453,30 @@ def _group_passes(
     keys: tuple[str, ...],
     shape: tuple[tuple[tuple[str, Any, Any], ...], bool],
     from_json: bool,
-    columns: dict[str, list[Any]],
+    columns: dict[str, Sequence[Any]],
 ) -> bool:
     """True when every event of ``group`` (all with the key tuple ``keys``) certainly passes.
 
-    The same checks as :func:`passes_fast_path`, run column by column with C-level calls:
-    ``"\n".join`` proves every value a ``str`` (with ``from_json``, where only exact types
-    exist; otherwise the exact type is checked too), the count of "\n" proves no value
-    holds one, so an empty value shows as an empty line; a column shorter than the maximum
-    length in all needs no per-value length; a format column is matched whole, or once
-    when all its values are the same. The columns are left in ``columns`` for the store.
+    The same checks as :func:`passes_fast_path`, run column by column with C-level calls.
+    The columns come from one ``zip`` over the events' values (one key tuple, so one value
+    order). ``all(col)`` rejects an empty value (and any falsy non-string); ``"\n".join``
+    proves the rest are ``str`` (with ``from_json``, where a ``str`` is never a subclass;
+    otherwise exact types are checked too); a column shorter than the length limit in
+    total needs no per-value length; a format column is matched once when all its values
+    are equal (a workspace id), else whole, after the count of "\n" proved one value per
+    line. The columns are left in ``columns`` for the store.
     """
     n = len(group)
     formats = {key: (quick, match) for key, quick, match in shape[0]}
-    for key in keys:
-        col = list(map(itemgetter(key), group))
+    for key, col in zip(keys, zip(*map(dict.values, group), strict=True), strict=True):
+        if not all(col):
+            return False
         if not from_json and set(map(type, col)) != _STR_ONLY:
             return False
         try:
             joined = "\n".join(col)
         except TypeError:  # a value that is not a str
             return False
-        if joined.count("\n") != n - 1 or joined[0] == "\n" or joined[-1] == "\n" or "\n\n" in joined:
-            return False  # a value holds a newline, or is empty
         if len(joined) > _MAX and max(map(len, col)) > _MAX:
             return False
         check = formats.get(key)
@@ -484,7 +484,10 @@ def _group_passes(
             if col.count(col[0]) == n:  # one value throughout (a workspace id, a sender)
                 if not check[0](col[0]) and check[1](col[0]) is None:
                     return False
-            elif _COLUMN[key].fullmatch(joined) is None and len(_LINES[key].findall(joined)) != n:
+            elif (
+                joined.count("\n") != n - 1
+                or (_COLUMN[key].fullmatch(joined) is None and len(_LINES[key].findall(joined)) != n)
+            ):
                 return False
         columns[key] = col
     if columns["event"].count("update_attributes") != n:
@@ -502,7 +505,7 @@ class Verdicts(NamedTuple):
     plain: set[tuple[Any, ...]]  # key tuples whose whole group passed the group check
     keys: list[tuple[Any, ...] | None]  # per item: its key tuple, None for a non-dict
     # for a batch that is one plain group: its values field by field, in item order
-    columns: dict[str, list[Any]] | None = None
+    columns: dict[str, Sequence[Any]] | None = None
 
 
 def passes_fast_path_many(items: Sequence[Any]) -> list[bool]:
@@ -543,11 +546,11 @@ def fast_verdicts(items: Sequence[Any], from_json: bool = False) -> Verdicts:
         groups.update(lists)
     plain: set[tuple[Any, ...]] = set()
     result = [False] * n
-    columns: dict[str, list[Any]] | None = None
+    columns: dict[str, Sequence[Any]] | None = None
     for k, indexes in groups.items():
         shape = _shape_of(k)
         whole = len(indexes) == n
-        cols: dict[str, list[Any]] = {}
+        cols: dict[str, Sequence[Any]] = {}
         if shape is not None and len(indexes) >= _BATCH_MIN and _group_passes(
             list(items) if whole else [items[i] for i in indexes], k, shape, from_json, cols
         ):

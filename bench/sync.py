@@ -169,6 +169,8 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--latency-rows", type=int, default=40_000)
     parser.add_argument("--loop-rows", type=int, default=2_000)
+    parser.add_argument("--only-sync", action="store_true",
+                        help="run only the floor, the full sync and the rerun (skip the per-row loop and latency case)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="om-bench-"))
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
@@ -195,6 +197,8 @@ def main() -> None:
             print(f"rerun, nothing changed:                          {again['wall']:7.1f} s"
                   f"  = {again['wall'] / full['wall']:.2f} of the full sync (target <= 0.15); {sent} requests"
                   f" (target 0); peak RSS {again['peak_rss_mb']:.0f} MB")
+            if args.only_sync:
+                return
             loop_rate = per_row_loop(parquet, sb.url, args.loop_rows)
             print(f"one request per row ({args.loop_rows:,} rows):             {loop_rate:>18,.0f} rows/s"
                   f"  = {loop_rate / rate:.3f} of the sync's rate")

@@ -110,7 +110,9 @@ def _defaults(table: pa.Table, opts: SinkOptions) -> pa.Table:
 
 
 def _slices(path: str, stage_rows: int) -> Iterator[pa.Table]:
-    reader = pq.ParquetFile(path)
+    # pre_buffer off: with it, Arrow buffers the column chunks of the whole file up front
+    # (the 1M-row load file: 79 MB of Arrow memory against 31 MB without, same speed).
+    reader = pq.ParquetFile(path, pre_buffer=False)
     for batch in reader.iter_batches(batch_size=stage_rows):
         yield pa.Table.from_batches([batch])
 

@@ -21,7 +21,9 @@ from ._common import add_provenance, dedupe_names
 
 def _open_parquet(path: Path) -> pq.ParquetFile:
     try:
-        return pq.ParquetFile(path)
+        # pre_buffer off: with it, iter_batches holds a whole row group's column chunks
+        # besides the batch (1M bench rows: 46 MB of Arrow memory against 24 MB, no slower).
+        return pq.ParquetFile(path, pre_buffer=False)
     except (pa.ArrowException, OSError) as exc:
         raise SourceError(f"{path}: not a readable Parquet file ({exc})") from exc
 

@@ -437,29 +437,30 @@ class Staging:
             f"SELECT g, '{c}' AS kind, {c} AS value, {i} AS prio FROM {prefix}_groups WHERE {c} IS NOT NULL"
             for i, c in enumerate(id_cols)
         )
+        # One scan of the identity index per side: every identifier with the entity it is
+        # known as (NULL: not known yet). Three joins against it (hit, new_ids, new
+        # identifiers) read the whole index three times (1M-row sync: 9.5 -> 6.7 s in _group).
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE {prefix}_ids AS WITH ids AS ({unpivot}) "
+            f"SELECT ids.g, ids.kind, ids.value, ids.prio, i.entity_id FROM ids LEFT JOIN identity i "
+            f"ON i.entity_type = '{entity_type}' AND i.kind = ids.kind AND i.value = ids.value"
+        )
         con.execute(
             f"CREATE OR REPLACE TEMP TABLE {prefix}_entity AS "
-            f"WITH ids AS ({unpivot}), hit AS (SELECT ids.g, arg_min(i.entity_id, ids.prio) AS e FROM ids "
-            f"JOIN identity i ON i.entity_type = '{entity_type}' AND i.kind = ids.kind AND i.value = ids.value "
-            f"GROUP BY ids.g), "
-            f"newids AS (SELECT g, bool_or(i.entity_id IS NULL) AS new_ids FROM ids LEFT JOIN identity i "
-            f"ON i.entity_type = '{entity_type}' AND i.kind = ids.kind AND i.value = ids.value GROUP BY g) "
+            f"WITH hit AS (SELECT g, arg_min(entity_id, prio) FILTER (WHERE entity_id IS NOT NULL) AS e, "
+            f"bool_or(entity_id IS NULL) AS new_ids FROM {prefix}_ids GROUP BY g) "
             f"SELECT grp.g, coalesce(hit.e, nextval('entity_seq')) AS e, hit.e IS NULL AS is_new, "
-            f"coalesce(newids.new_ids, TRUE) AS new_ids "
-            f"FROM {prefix}_groups grp LEFT JOIN hit USING (g) LEFT JOIN newids USING (g)"
+            f"coalesce(hit.new_ids, TRUE) AS new_ids "
+            f"FROM {prefix}_groups grp LEFT JOIN hit USING (g)"
         )
         # Identifiers the state does not know yet, each owned by one group (the first),
         # written to ``identity`` when an event of that group is confirmed.
         con.execute(
-            f"CREATE OR REPLACE TEMP TABLE {prefix}_newids AS WITH ids AS ({unpivot}) "
-            f"SELECT min(ids.g) AS g, ids.kind, ids.value FROM ids ANTI JOIN identity i "
-            f"ON i.entity_type = '{entity_type}' AND i.kind = ids.kind AND i.value = ids.value "
-            f"GROUP BY ids.kind, ids.value"
-        )
-        con.execute(
             f"CREATE OR REPLACE TEMP TABLE {prefix}_newids AS SELECT n.g, n.kind, n.value, en.e "
-            f"FROM {prefix}_newids n JOIN {prefix}_entity en USING (g)"
+            f"FROM (SELECT min(g) AS g, kind, value FROM {prefix}_ids WHERE entity_id IS NULL "
+            f"GROUP BY kind, value) n JOIN {prefix}_entity en USING (g)"
         )
+        con.execute(f"DROP TABLE {prefix}_ids")
 
     def _group(self) -> None:
         self._cluster(LEAD_IDS, "l")

@@ -88,7 +88,9 @@ class Sandbox:
 def floor(parquet: Path, url: str, batch: int = 500, clients: int = 4) -> float:
     """DuckDB → orjson → httpx: the least any connector must do to send these rows."""
     started = time.perf_counter()
-    table = duckdb.sql(f"SELECT * FROM '{parquet}'").to_arrow_table()
+    rel = duckdb.sql(f"SELECT * FROM '{parquet}'")
+    assert rel is not None  # a SELECT always has a result; the stubs say it may not
+    table = rel.to_arrow_table()
     bodies = []
     rows = table.to_pylist()
     for i in range(0, len(rows), batch):
@@ -156,7 +158,9 @@ def peak_rss_mb() -> float:
 
 def per_row_loop(parquet: Path, url: str, rows: int) -> float:
     """One POST per row, one at a time: events per second."""
-    data = duckdb.sql(f"SELECT * FROM '{parquet}' LIMIT {rows}").to_arrow_table().to_pylist()
+    rel = duckdb.sql(f"SELECT * FROM '{parquet}' LIMIT {rows}")
+    assert rel is not None
+    data = rel.to_arrow_table().to_pylist()
     started = time.perf_counter()
     with httpx.Client(base_url=url, headers={"x-api-key": KEY}, timeout=30) as client:
         for r in data:

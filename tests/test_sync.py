@@ -421,3 +421,71 @@ def test_the_ledger_says_what_is_wrong_now_once(sandbox_server: Any, tmp_path: P
         ["nobody@example.com", "Nobody"], ["rae@example.com", "Rae"], ["bad@@example.com", "Bad"]])
     sync(sandbox_server.url, state, [src])
     assert [r[1] for r in ledger()] == [3]  # the fixed row left the ledger
+
+
+def test_confirmations_flushed_in_the_background_during_delivery_are_all_written(
+    sandbox_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a small flush size, many flushes run in the background thread while requests go
+    on (some rejected by the API, whose ledger writes share the connection): every applied
+    event ends in the state once, the ledger holds the rejections, and a rerun sends nothing."""
+    from destinations.outreach_magic import staging
+
+    monkeypatch.setattr(staging, "FLUSH_ITEMS", 37)
+    flushes = []
+    original = staging.Staging._flush_in_background
+
+    def counting(self: Any, batch: list[int]) -> None:
+        flushes.append(len(batch))
+        original(self, batch)
+
+    monkeypatch.setattr(staging.Staging, "_flush_in_background", counting)
+    rows = [[f"p{i}@example.com", f"P{i}", f"c{i % 40}.example"] for i in range(1_200)]
+    src = write_csv(tmp_path / "many.csv", ["lead_email", "lead_first_name", "company_domain"], rows)
+    state = tmp_path / "s.duckdb"
+    first = sync(sandbox_server.url, state, [src], batch_size=20, concurrency=4)
+    assert first.applied == first.events == 1_200 and first.failed == 0
+    assert len(flushes) >= 20 and min(flushes) >= 37
+    con = duckdb.connect(str(state), read_only=True)
+    assert con.execute("SELECT count(*) FROM identity WHERE kind = 'lead_email'").fetchall() == [(1_200,)]
+    assert con.execute("SELECT count(*), count(DISTINCT entity_id) FROM lead_state").fetchall() == [(1_200, 1_200)]
+    con.close()
+    assert len(sandbox_leads(sandbox_server.url, KEY)) == 1_200
+    again = sync(sandbox_server.url, state, [src], retry_rejected=True)
+    assert again.events == 0 and again.unchanged == 1_200
+
+
+def test_a_failed_background_flush_claims_nothing_it_did_not_write(
+    sandbox_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The background thread's error reaches the delivery (which stops); confirmations it did
+    not write stay unclaimed and are sent again when dlt retries the load job, while those
+    written before, and the buffer confirmed after, stay written (found unchanged)."""
+    from destinations.outreach_magic import staging
+
+    monkeypatch.setattr(staging, "FLUSH_ITEMS", 50)
+    original = staging.Staging._write_transaction
+    calls = []
+
+    def failing_second(self: Any, applied: list[int]) -> None:
+        calls.append(len(applied))
+        if len(calls) == 2:
+            raise duckdb.IOException("disk full (injected)")
+        original(self, applied)
+
+    monkeypatch.setattr(staging.Staging, "_write_transaction", failing_second)
+    rows = [[f"q{i}@example.com", f"Q{i}"] for i in range(300)]
+    src = write_csv(tmp_path / "q.csv", ["lead_email", "lead_first_name"], rows)
+    state = tmp_path / "s.duckdb"
+    report = sync(sandbox_server.url, state, [src], batch_size=25, concurrency=2)
+    assert len(calls) > 2, "the injected failure did not happen"
+    # dlt retried the failed job: what the first attempt wrote was unchanged, the rest sent
+    assert report.exit_code == 0 and report.failed == 0
+    assert 50 <= report.unchanged < 300 and report.unchanged + report.events == 300
+    con = duckdb.connect(str(state), read_only=True)
+    assert con.execute("SELECT count(*), count(DISTINCT entity_id) FROM lead_state").fetchall() == [(300, 300)]
+    con.close()
+    assert len(sandbox_leads(sandbox_server.url, KEY)) == 300
+    monkeypatch.setattr(staging.Staging, "_write_transaction", original)
+    again = sync(sandbox_server.url, state, [src], retry_rejected=True)
+    assert again.events == 0 and again.unchanged == 300

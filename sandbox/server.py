@@ -209,14 +209,15 @@ class SandboxApp:
         """
         details: list[ItemErrors] = []
         with self.state.lock, _gc_paused():
-            valid, plain, keys, columns = fast_verdicts(items, from_json=True)
+            verdicts = fast_verdicts(items, from_json=True)
+            valid = verdicts.valid  # completed in place by the model below
             for index in compress(range(len(items)), map(not_, valid)):
                 errors = validate_item(items[index])[1]
                 if errors:
                     details.append({"index": index, "error": errors})
                 else:
                     valid[index] = True
-            for index, message in tenant.apply_many(items, valid, plain, keys, columns):
+            for index, message in tenant.apply_many(items, verdicts):
                 field = "unified_lead_id" if "lead" in message else "unified_company_id"
                 details.append({"index": index, "error": [{"msg": message, "type": "value_error", "loc": [field]}]})
             tenant.events_applied += len(items) - len(details)

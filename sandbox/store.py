@@ -34,6 +34,7 @@ from operator import is_, itemgetter, setitem
 from typing import Any
 
 from destinations.outreach_magic import settings as s
+from destinations.outreach_magic.contract import Verdicts
 
 UNKNOWN_LEAD_ID = "Value error: unified_lead_id matches no lead"
 UNKNOWN_COMPANY_ID = "Value error: unified_company_id matches no company"
@@ -232,17 +233,15 @@ class _Side:
     def upsert(self, idx: int, id_fields: _Fields, attr_fields: _Fields, ev: dict[str, Any]) -> int:
         """One event: match by priority (``idx`` is the unified id's match, or -1), attach, set."""
         index = self.index
+        keyed = [(f, ev[f], _key(f, ev[f])) for f in id_fields]
         if idx < 0:
-            for f in id_fields:
-                value = ev[f]
-                idx = index[f].get(value.lower() if f == _EMAIL else value, -1)
+            for f, _, k in keyed:
+                idx = index[f].get(k, -1)
                 if idx >= 0:
                     break
             else:
                 idx = self.create()
-        for f in id_fields:
-            value = ev[f]
-            k = value.lower() if f == _EMAIL else value
+        for f, value, k in keyed:
             by = index[f]
             if k not in by:  # an identifier already on another record stays there (ours)
                 by[k] = idx
@@ -417,26 +416,18 @@ class Tenant:
                 _put(cols.setdefault(f, []), idx, tuple(ev[f]) if f == "tags" else ev[f])  # tags replace the list
         return None
 
-    def apply_many(
-        self,
-        items: Sequence[Any],
-        valid: Sequence[bool],
-        plain: set[tuple[Any, ...]],
-        keys: Sequence[tuple[Any, ...] | None] | None = None,
-        columns: dict[str, Sequence[Any]] | None = None,
-    ) -> list[tuple[int, str]]:
-        """Apply the ``valid`` items in array order; return ``(index, message)`` of those that fail.
+    def apply_many(self, items: Sequence[Any], verdicts: Verdicts) -> list[tuple[int, str]]:
+        """Apply the valid items in array order; return ``(index, message)`` of those that fail.
 
-        ``plain`` holds the key tuples whose items the validator saw as plain strings, all
-        valid (no null, no list); ``keys`` each item's key tuple, when the validator already
-        has them, and ``columns`` the values of a batch that is one plain group, field by
-        field (both from :class:`~destinations.outreach_magic.contract.Verdicts`). Consecutive runs
-        of plain items with one key tuple and no unified id take the bulk path; everything
-        else goes through :meth:`apply`.
+        ``verdicts`` is the validator's (:func:`~destinations.outreach_magic.contract.fast_verdicts`),
+        its ``valid`` completed by the model: ``plain`` holds the key tuples whose items are
+        plain strings, all valid (no null, no list), ``keys`` each item's key tuple, and
+        ``columns`` the values of a batch that is one plain group, field by field.
+        Consecutive runs of plain items with one key tuple and no unified id take the bulk
+        path; everything else goes through :meth:`apply`.
         """
+        valid, plain, keys, columns = verdicts
         failed: list[tuple[int, str]] = []
-        if keys is None:
-            keys = list(map(_keys_or_none, items))
         for shape, group in groupby(range(len(items)), keys.__getitem__):
             indexes = list(group)
             if (
@@ -565,10 +556,6 @@ class Tenant:
                 _restore_ws(self.lead_ws, w, idx, attrs)
             for sender, level in doc.get("connections", {}).items():
                 self.connections.setdefault(sender, {})[idx] = level
-
-
-def _keys_or_none(item: Any) -> tuple[Any, ...] | None:
-    return tuple(item) if type(item) is dict else None
 
 
 def _distinct_per_field(fields: _Fields, run: _Columns) -> bool:

@@ -102,7 +102,7 @@ def test_bulk_and_one_by_one_end_in_the_same_store(seed: int) -> None:
         items = _batch(rng, reference, pool)
         verdicts = _verdicts(items)
         valid = verdicts.valid
-        failed = bulk.apply_many(items, *verdicts)
+        failed = bulk.apply_many(items, verdicts)
         handed_over += verdicts.columns is not None
         expected = []
         for i, item in enumerate(items):
@@ -123,9 +123,9 @@ def test_a_second_identifier_repeated_in_a_run_goes_event_by_event() -> None:
     run = [{"event": "update_attributes", "lead_email": f"e{i}@x.com", "lead_linkedin_url":
             f"https://www.linkedin.com/in/p{i}/"} for i in range(_BULK_MIN)]
     run[-1]["lead_linkedin_url"] = run[0]["lead_linkedin_url"]
-    valid, plain = fast_verdicts(run)[:2]
-    assert plain and all(valid)
-    assert tenant.apply_many(run, valid, plain) == []
+    verdicts = fast_verdicts(run)
+    assert verdicts.plain and all(verdicts.valid)
+    assert tenant.apply_many(run, verdicts) == []
     docs = list(tenant.lead_docs())
     assert len(docs) == _BULK_MIN - 1
     assert docs[0]["identifiers"]["lead_email"] == ["e0@x.com", f"e{_BULK_MIN - 1}@x.com"]

@@ -296,6 +296,7 @@ _LEVELS = frozenset(s.CONNECTION_LEVELS)
 _SHAPES: dict[tuple[Any, ...], tuple[tuple[tuple[str, Any, Any], ...], bool] | None] = {}
 _SHAPES_MAX = 1024
 _STR_ONLY = {str}
+_DICT_ONLY = {dict}
 _MISSING: Any = object()
 
 
@@ -563,9 +564,6 @@ def fast_verdicts(items: Sequence[Any], from_json: bool = False) -> Verdicts:
             for i in indexes:
                 result[i] = passes_fast_path(items[i])
     return Verdicts(result, plain, keys, columns)
-
-
-_DICT_ONLY = {dict}
 
 
 def item_errors(item: Any) -> list[ErrorEntry]:

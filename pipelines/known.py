@@ -30,6 +30,7 @@ from destinations.outreach_magic.known import (
     KnownResult,
     check_known,
 )
+from pipelines.sync_cli import add_source_arguments
 
 EXIT_OK, EXIT_FAILED = 0, 2
 PROVENANCE = ("_om_source", "_om_row")
@@ -42,13 +43,7 @@ def add_parser(sub: Any) -> None:
         description="Check a prospect list against what this connector has synced (its state file), "
         "without calling the API: rows whose lead is known, whose company is known, new, or invalid.",
     )
-    parser.add_argument("sources", nargs="+", metavar="SOURCE",
-                        help="file or glob (CSV, JSONL, JSON, Parquet), DuckDB file, or SQL database URL")
-    parser.add_argument("--preset", default="auto", help="apollo, zoominfo, lusha, clearbit, clay, heyreach, prosp, "
-                        "canonical, generic, or auto (default)")
-    parser.add_argument("--mapping", help="TOML mapping file (columns)")
-    parser.add_argument("--table", help="table to read from a DuckDB file or SQL database")
-    parser.add_argument("--query", help="SQL query to read from a DuckDB file or SQL database")
+    add_source_arguments(parser, "TOML mapping file (columns)")
     parser.add_argument("--state", default=None, help="state file of the sync to check against "
                         "(default .outreach_magic/state.duckdb)")
     parser.add_argument("--out-new", help="write the new and invalid rows here (.csv, .parquet or .jsonl)")

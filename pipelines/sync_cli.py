@@ -40,14 +40,19 @@ def resolve_api_key() -> str | None:
         return None
 
 
-def add_sync_arguments(parser: argparse.ArgumentParser) -> None:
+def add_source_arguments(parser: argparse.ArgumentParser, mapping_help: str) -> None:
+    """What to read and how to map it: shared by ``sync`` and ``known``, which read alike."""
     parser.add_argument("sources", nargs="+", metavar="SOURCE",
                         help="file or glob (CSV, JSONL, JSON, Parquet), DuckDB file, or SQL database URL")
     parser.add_argument("--preset", default="auto", help="apollo, zoominfo, lusha, clearbit, clay, heyreach, prosp, "
                         "canonical, generic, or auto (default)")
-    parser.add_argument("--mapping", help="TOML mapping file (columns, constants, order_by)")
+    parser.add_argument("--mapping", help=mapping_help)
     parser.add_argument("--table", help="table to read from a DuckDB file or SQL database")
-    parser.add_argument("--query", help="SQL query to read from a DuckDB file")
+    parser.add_argument("--query", help="SQL query to read from a DuckDB file or SQL database")
+
+
+def add_sync_arguments(parser: argparse.ArgumentParser) -> None:
+    add_source_arguments(parser, "TOML mapping file (columns, constants, order_by)")
     parser.add_argument("--cursor-column", help="incremental cursor column for SQL tables (e.g. updated_at)")
     for flag in CONSTANT_FLAGS:
         parser.add_argument("--" + flag.replace("_", "-"), dest=flag, help=f"set {flag} on every row")

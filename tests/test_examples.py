@@ -65,15 +65,21 @@ def test_enrichment_export_syncs_the_export_then_sends_nothing(sandbox_server: A
 
 
 # ----------------------------------------------------------------------------- PostgreSQL
-@pytest.fixture
-def pg_table() -> Iterator[tuple[Any, str]]:
-    """A uniquely named table in the real PostgreSQL server, dropped afterwards."""
+def _pg_connect() -> Any:
+    """An autocommit connection to the machine's PostgreSQL (database ``test``), or a skip."""
     psycopg2 = pytest.importorskip("psycopg2")
     try:
         con = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="test", connect_timeout=5)
     except psycopg2.OperationalError as exc:
         pytest.skip(f"PostgreSQL not reachable: {exc}")
     con.autocommit = True
+    return con
+
+
+@pytest.fixture
+def pg_table() -> Iterator[tuple[Any, str]]:
+    """A uniquely named table in the real PostgreSQL server, dropped afterwards."""
+    con = _pg_connect()
     name = f"om_crm_{uuid.uuid4().hex[:10]}"
     with con.cursor() as cur:
         cur.execute(f"CREATE TABLE public.{name} (id serial PRIMARY KEY, lead_email text, lead_first_name text, "
@@ -242,12 +248,7 @@ def test_readme_dagster_snippet_defines_partitioned_assets() -> None:
 
 def test_sql_model_runs_unchanged_on_postgresql(sandbox_server: Any, tmp_path: Path) -> None:
     """The same model file on the warehouse itself: tables in a unique schema, found through search_path."""
-    psycopg2 = pytest.importorskip("psycopg2")
-    try:
-        con = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="test", connect_timeout=5)
-    except psycopg2.OperationalError as exc:
-        pytest.skip(f"PostgreSQL not reachable: {exc}")
-    con.autocommit = True
+    con = _pg_connect()
     schema = f"om_model_{uuid.uuid4().hex[:10]}"
     data = duckdb_file.WAREHOUSE_DATA
     try:

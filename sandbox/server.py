@@ -88,6 +88,18 @@ async def _answer(send: Send, status: int, body: bytes, headers: list[tuple[byte
     await send({"type": "http.response.body", "body": body})
 
 
+Answer = Callable[[Send], Awaitable[None]]
+
+
+def _later(respond: Callable[..., Awaitable[None]], *args: Any) -> Answer:
+    """An answer decided now and sent later (after the injected latency)."""
+
+    async def answer(send: Send) -> None:
+        await respond(send, *args)
+
+    return answer
+
+
 def _error(message: str) -> bytes:
     return orjson.dumps({"error": message})
 
@@ -139,67 +151,71 @@ class SandboxApp:
             elif name == b"content-length":
                 content_length = value
         faults = self.faults
+        loop = asyncio.get_running_loop()
+        arrived = loop.time()
+        answer = await self._events(key, content_type, content_length, receive)
         if faults.latency_s:
-            await asyncio.sleep(faults.latency_s)
+            # The latency is the API's response time: the answer leaves ``latency`` after the
+            # request arrived, or as soon as it is ready if the work took longer. Sleeping
+            # first and working after would add this server's own processing to every
+            # request, and "concurrency x batch / latency" would no longer be the bound.
+            await asyncio.sleep(max(0.0, arrived + faults.latency_s - loop.time()))
+        await answer(send)
+
+    async def _events(
+        self, key: str | None, content_type: bytes | None, content_length: bytes | None, receive: Receive
+    ) -> Answer:
+        """Check, parse and apply one request; returns how to answer it (sent by the caller)."""
+        faults = self.faults
         tenant = self.state.tenants.get(key) if key is not None else None
         if tenant is None:
-            await _answer(send, 401, _INVALID_KEY)
-            return
+            return _later(_answer, 401, _INVALID_KEY)
         tenant.requests += 1
         wait = faults.retry_after(tenant.tenant_id)
         if wait:
             tenant.count_status("429")
-            await _answer(send, 429, _RATE_LIMITED, [(b"retry-after", str(wait).encode())])
-            return
+            return _later(_answer, 429, _RATE_LIMITED, [(b"retry-after", str(wait).encode())])
         if content_type is None or content_type.split(b";", 1)[0].strip().lower() != b"application/json":
             tenant.count_status("415")
-            await _answer(send, 415, _BAD_CONTENT_TYPE)
-            return
+            return _later(_answer, 415, _BAD_CONTENT_TYPE)
         max_bytes = self.limits.max_bytes
         too_big = _error(f"Request body is larger than the limit of {max_bytes} bytes")
         if content_length is not None and content_length.isdigit() and int(content_length) > max_bytes:
             tenant.count_status("413")
-            await _answer(send, 413, too_big)
-            return
+            return _later(_answer, 413, too_big)
         body = await _read_body(receive, max_bytes)
         if body is None:
             tenant.count_status("413")
-            await _answer(send, 413, too_big)
-            return
+            return _later(_answer, 413, too_big)
         items, problem = _parse(body)
         if problem:
             tenant.count_status("400")
-            await _answer(send, 400, _error(problem))
-            return
+            return _later(_answer, 400, _error(problem))
         tenant.events_received += len(items)
         if len(items) > self.limits.max_items:
             tenant.count_status("413")
-            await _answer(
-                send,
+            return _later(
+                _answer,
                 413,
                 _error(f"Request has {len(items)} items, more than the limit of {self.limits.max_items}"),
             )
-            return
 
         fault = faults.draw()
         if fault in _SERVER_ERRORS:
             status, payload, extra = _SERVER_ERRORS[fault]
             tenant.count_status(fault.value)
-            await _answer(send, status, payload, extra)
-            return
+            return _later(_answer, status, payload, extra)
         if fault is Fault.DROP:
             tenant.count_status("drop")
-            await _drop(send)
-            return
+            return _drop
 
         result = self._apply(tenant, items)
         payload = orjson.dumps(result)
         if fault is Fault.LOST:
             tenant.count_status("lost")
-            await _lose(send, payload)
-            return
+            return _later(_lose, payload)
         tenant.count_status("200")
-        await _answer(send, 200, payload)
+        return _later(_answer, 200, payload)
 
     def _apply(self, tenant: Tenant, items: list[Any]) -> Any:
         """Validate, then upsert in array order, under the state lock (one request at a time).

@@ -51,6 +51,28 @@ def test_latency_is_not_blocking(sandbox_factory: Any) -> None:
     assert codes == [200] * 4 and time.perf_counter() - t0 < 1.5  # 4 x 0.4 s would be 1.6 s serially
 
 
+def test_latency_is_the_response_time_not_added_to_the_work(sandbox_factory: Any) -> None:
+    """The answer leaves ``latency`` after the request arrived; the work is done meanwhile.
+
+    So "concurrency x batch / latency" bounds a client, whatever the sandbox's own
+    processing costs: the upsert is visible before the answer, which still takes the latency.
+    """
+    import concurrent.futures as cf
+
+    sb = sandbox_factory(latency_ms=600)
+    with cf.ThreadPoolExecutor(1) as pool:
+        t0 = time.perf_counter()
+        pending = pool.submit(
+            lambda: httpx.post(f"{sb.url}/v1/events", json=ev(7), headers={"x-api-key": KEY}, timeout=10)
+        )
+        time.sleep(0.3)
+        seen_early = [lead["identifiers"] for lead in sandbox_leads(sb.url, KEY)]
+        assert not pending.done()
+        assert pending.result().status_code == 200
+        took = time.perf_counter() - t0
+    assert seen_early and 0.6 <= took < 1.0, (seen_early, took)
+
+
 def test_rate_limit_answers_429_with_retry_after_and_applies_nothing(sandbox_factory: Any) -> None:
     sb = sandbox_factory(rate_limit=2)
     with httpx.Client(timeout=10) as c:

@@ -455,6 +455,58 @@ def test_confirmations_flushed_in_the_background_during_delivery_are_all_written
     assert again.events == 0 and again.unchanged == 1_200
 
 
+def test_state_keys_stay_unique_when_one_entity_spans_flushes_new_then_known(
+    sandbox_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Entities this pass created are appended to the state without a lookup; known ones are
+    matched. Either way every state table keeps one row per key, with the latest value, even
+    when one lead's workspace and connection events are confirmed in different flushes."""
+    from destinations.outreach_magic import staging
+
+    monkeypatch.setattr(staging, "FLUSH_ITEMS", 7)
+    header = ["lead_email", "lead_first_name", "workspace_id", "import_name", "sender", "linkedin_connection_level",
+              "company_domain", "company_name"]
+
+    def rows(tag: str, workspaces: int) -> list[list[str]]:
+        out = [[f"p{i}@example.com", f"P{i}{tag}", f"{w:024x}", f"list {w}{tag}",
+                f"https://www.linkedin.com/in/sender-{w % 2}", str(1 + w % 2),
+                f"c{i % 5}.example", f"C{i % 5}{tag}"] for i in range(30) for w in range(workspaces)]
+        out += [["", "", f"{0:024x}", f"alone {k}{tag}", "", "", f"solo{k}.example", f"Solo{k}"] for k in range(4)]
+        return out
+
+    def check(con: Any, leads_ws: int) -> None:
+        for table, key in (("lead_state", "entity_id"), ("company_state", "entity_id"),
+                           ("lead_ws_state", "entity_id, workspace_id"),
+                           ("company_ws_state", "entity_id, workspace_id"), ("conn_state", "entity_id, sender")):
+            total, distinct = con.execute(
+                f"SELECT count(*), (SELECT count(*) FROM (SELECT DISTINCT {key} FROM {table})) FROM {table}"
+            ).fetchall()[0]
+            assert total == distinct, table
+        assert con.execute("SELECT count(*) FROM lead_ws_state").fetchall() == [(30 * leads_ws,)]
+        assert con.execute("SELECT count(*) FROM conn_state").fetchall() == [(30 * 2,)]
+        assert con.execute("SELECT count(*) FROM company_ws_state").fetchall() == [(4,)]
+        assert con.execute("SELECT count(*), count(DISTINCT value) FROM identity").fetchall() == [(39, 39)]
+
+    src = write_csv(tmp_path / "ws.csv", header, rows("", 3))
+    state = tmp_path / "s.duckdb"
+    first = sync(sandbox_server.url, state, [src], batch_size=5, constants={})
+    assert first.invalid == 0 and first.failed == 0 and first.applied == first.events
+    con = duckdb.connect(str(state), read_only=True)
+    check(con, 3)
+    con.close()
+    # Known entities now: new names, one more workspace each, new import names everywhere.
+    write_csv(src, header, rows("+", 4))
+    second = sync(sandbox_server.url, state, [src], batch_size=5, constants={})
+    assert second.failed == 0 and second.applied == second.events > 0
+    con = duckdb.connect(str(state), read_only=True)
+    check(con, 4)
+    assert con.execute("SELECT DISTINCT import_name LIKE '%+' FROM lead_ws_state").fetchall() == [(True,)]
+    assert con.execute("SELECT DISTINCT lead_first_name LIKE '%+' FROM lead_state").fetchall() == [(True,)]
+    con.close()
+    again = sync(sandbox_server.url, state, [src], retry_rejected=True, constants={})
+    assert again.events == 0
+
+
 def test_a_failed_background_flush_claims_nothing_it_did_not_write(
     sandbox_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

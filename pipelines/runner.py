@@ -173,7 +173,9 @@ class RowFilter:
                 "FROM t_batch"
             )
             if self.skip_known:
-                select = f"SELECT * FROM ({select}) b WHERE _om_hash NOT IN (SELECT hash FROM row_hashes)"
+                # An anti-join, not NOT IN: DuckDB builds NOT IN's hash table from the whole
+                # row_hashes table for every batch (1M hashes: 97 -> 13 ms a 20k-row batch).
+                select = f"SELECT b.* FROM ({select}) b ANTI JOIN row_hashes r ON b._om_hash = r.hash"
             table = self.con.sql(select).to_arrow_table()
         finally:
             self.con.unregister("t_batch")

@@ -985,7 +985,7 @@ class Staging:
                 "SELECT DISTINCT r._om_hash FROM t_rg r WHERE r._om_hash IS NOT NULL "
                 "AND (r.lg IS NULL OR r.lg NOT IN (SELECT lg FROM un WHERE lg IS NOT NULL)) "
                 "AND (r.cg IS NULL OR r.cg NOT IN (SELECT cg FROM un WHERE cg IS NOT NULL)) "
-                "AND r._om_hash NOT IN (SELECT hash FROM row_hashes)"
+                "AND NOT EXISTS (SELECT 1 FROM row_hashes h WHERE h.hash = r._om_hash)"
             )
         return self.report
 

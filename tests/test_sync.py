@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import orjson
 import pytest
 
 from destinations.outreach_magic import settings as s
@@ -173,6 +174,35 @@ def test_changing_one_attribute_sends_one_event_with_identifiers_and_that_attrib
     ada = lead_by(sandbox_leads(sandbox_server.url, KEY), "lead_email", "ada@example.com")[0]
     assert ada["attributes"]["lead_job_title"] == "Chief Engineer"
     assert ada["attributes"]["lead_first_name"] == "Ada"
+
+
+def test_a_company_named_by_several_leads_rides_on_the_first_lead_event_only(
+    sandbox_server: Any, tmp_path: Path
+) -> None:
+    header = ["lead_email", "lead_first_name", "company_domain", "company_name"]
+    rows = [[f"p{i}@acme.example", f"P{i}", "acme.example", "Acme"] for i in range(3)]
+    rows.append(["solo@other.example", "Solo", "other.example", "Other"])
+    src = write_csv(tmp_path / "leads.csv", header, rows)
+    report = sync(sandbox_server.url, tmp_path / "s.duckdb", [src])
+    assert report.applied == 4
+    con = duckdb.connect(str(tmp_path / "s.duckdb"), read_only=True)
+    assert con.execute("SELECT count(*) FROM company_state").fetchall() == [(2,)]
+    con.close()
+    # The events themselves, staged afresh: every one names the domain, one carries the name.
+    from destinations.outreach_magic import staging
+    from destinations.outreach_magic.sink import SinkOptions, stage_table
+    from sources.canonical import open_source
+
+    table = next(iter(open_source(str(src), preset="auto")))
+    opts = SinkOptions(api_key=KEY, base_url=sandbox_server.url, state_path=str(tmp_path / "fresh.duckdb"))
+    st: staging.Staging = stage_table(table, opts)
+    try:
+        events = [orjson.loads(body) for _no, body in st.events()]
+    finally:
+        st.close()
+    acme = [e for e in events if e.get("company_domain") == "acme.example"]
+    assert len(acme) == 3 and sum("company_name" in e for e in acme) == 1
+    assert [e.get("company_name") for e in events if e.get("company_domain") == "other.example"] == ["Other"]
 
 
 def test_dry_run_sends_nothing_and_records_nothing(sandbox_server: Any, tmp_path: Path) -> None:

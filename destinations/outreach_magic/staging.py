@@ -412,7 +412,9 @@ class Staging:
         con = self.con
         cols = ", ".join(id_cols)
         con.execute(
-            f"CREATE OR REPLACE TEMP TABLE {prefix}_tuples AS SELECT row_number() OVER (ORDER BY first_rid) AS tid, * "
+            # A tuple's id is its first row: unique (a row has one tuple) and in row order,
+            # with no sorting window to number the tuples.
+            f"CREATE OR REPLACE TEMP TABLE {prefix}_tuples AS SELECT first_rid AS tid, * "
             f"FROM (SELECT {cols}, min(_rid) AS first_rid FROM t_rows WHERE {_any(id_cols)} GROUP BY ALL)"
         )
         shared = " UNION ".join(

@@ -642,6 +642,9 @@ class Staging:
             FROM base b LEFT JOIN firsts f ON f.cg = b.cg WHERE b.needed
             """
         )
+        # The events table keeps the bookkeeping and the fields this slice fills: the others
+        # are NULL in every event, and every reader (JSON, confirmations) knows ``present``.
+        kept = [*_OK_BOOKKEEPING[1:], *(c for c in s.CANONICAL_FIELDS if c in present)]
         con.execute(
             f"""
             CREATE OR REPLACE TABLE {self.out} AS
@@ -702,7 +705,7 @@ class Staging:
                 SELECT * FROM lead_ev UNION ALL BY NAME SELECT * FROM extra_ws
                 UNION ALL BY NAME SELECT * FROM extra_conn
                 UNION ALL BY NAME SELECT * FROM comp_ev UNION ALL BY NAME SELECT * FROM comp_extra_ws),
-            SELECT row_number() OVER () AS event_no, * FROM alle
+            SELECT row_number() OVER () AS event_no, {", ".join(kept)} FROM alle
             """
         )
         # Events the API rejected before, unchanged since: held back unless asked to retry.

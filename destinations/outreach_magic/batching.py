@@ -8,6 +8,7 @@ again here: the body is ``[`` + the items joined by ``,`` + ``]``.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -48,23 +49,45 @@ def batches(items: Iterable[tuple[Any, bytes]], *, max_items: int, max_bytes: in
 
     An item larger than ``max_bytes`` on its own is sent alone: the server, not this
     client, decides whether it is too large (413), so its verdict lands in the outcomes.
+
+    Items are taken ``max_items`` at a time and measured in one pass (``sum(map(len))``);
+    only a window over the byte limit is cut item by item, the rest carried into the next
+    window. Same greedy cut as measuring every item in a Python loop, which cost about
+    2 µs an item (2 s of a 1M-event sync).
     """
-    keys: list[Any] = []
-    chunks: list[bytes] = []
-    size = 1  # "[" plus, per item, its bytes and one separator ("," or the closing "]")
+    source = iter(items)
+    carry: list[tuple[Any, bytes]] = []
     seq = 0
-    for key, chunk in items:
-        added = len(chunk) + 1
-        if chunks and (len(chunks) >= max_items or size + added > max_bytes):
-            yield Batch(seq, tuple(keys), tuple(chunks))
-            seq += 1
-            keys, chunks, size = [], [], 1
-        if type(chunk) is not bytes:  # the fast path is exact bytes; accept other buffers
-            if not isinstance(chunk, bytearray | memoryview):
-                raise TypeError(f"items must be (key, bytes) pairs, got {type(chunk).__name__} for the payload")
-            chunk = bytes(chunk)
-        keys.append(key)
-        chunks.append(chunk)
-        size += added
-    if chunks:
-        yield Batch(seq, tuple(keys), tuple(chunks))
+    while True:
+        window = carry + list(itertools.islice(source, max_items - len(carry)))
+        if not window:
+            return
+        keys, chunks = _unzip(window)
+        if 1 + sum(map(len, chunks)) + len(chunks) <= max_bytes:
+            carry = []
+        else:
+            size, n = 1, 0  # "[" plus, per item, its bytes and one separator ("," or "]")
+            for chunk in chunks:
+                added = len(chunk) + 1
+                if n and size + added > max_bytes:
+                    break
+                size += added
+                n += 1
+            keys, chunks, carry = keys[:n], chunks[:n], window[n:]
+        yield Batch(seq, keys, chunks)
+        seq += 1
+
+
+def _unzip(window: list[tuple[Any, bytes]]) -> tuple[tuple[Any, ...], tuple[bytes, ...]]:
+    keys, chunks = (tuple(x) for x in zip(*window, strict=True))
+    if set(map(type, chunks)) != {bytes}:  # the fast path is exact bytes; accept other buffers
+        chunks = tuple(_as_bytes(c) for c in chunks)
+    return keys, chunks
+
+
+def _as_bytes(chunk: Any) -> bytes:
+    if type(chunk) is bytes:
+        return chunk
+    if not isinstance(chunk, bytearray | memoryview):
+        raise TypeError(f"items must be (key, bytes) pairs, got {type(chunk).__name__} for the payload")
+    return bytes(chunk)

@@ -164,16 +164,15 @@ def deliver_staged(
 
             def on_outcomes(outcomes: list[ItemOutcome]) -> None:
                 nonlocal failed
-                applied = []
-                for o in outcomes:
-                    if o.status == "applied":
-                        applied.append(o.key)
-                    elif o.status == "rejected":
-                        staging.reject(o.key, o.errors)
-                    else:
-                        failed += 1
-                        reason = o.reason or "failed"
-                        totals.failure_reasons[reason] = totals.failure_reasons.get(reason, 0) + 1
+                applied = [o.key for o in outcomes if o.status == "applied"]
+                if len(applied) < len(outcomes):
+                    for o in outcomes:
+                        if o.status == "rejected":
+                            staging.reject(o.key, o.errors)
+                        elif o.status != "applied":
+                            failed += 1
+                            reason = o.reason or "failed"
+                            totals.failure_reasons[reason] = totals.failure_reasons.get(reason, 0) + 1
                 staging.confirm(applied)
 
             try:

@@ -2,6 +2,7 @@
 
     python bench/sync.py                 # 1,000,000 rows (about 3-5 minutes on 2 cores)
     python bench/sync.py --rows 200000   # quicker
+    python bench/sync.py --only-latency 8   # the latency case alone, 8 times (its spread)
 
 Every figure is a ratio to a baseline of this run, on this machine:
 
@@ -168,6 +169,23 @@ def per_row_loop(parquet: Path, url: str, rows: int) -> float:
     return rows / (time.perf_counter() - started)
 
 
+def latency_case(work: Path, rows: int, name: str) -> None:
+    """A sync with 50 ms sandbox latency, concurrency 8, batch 100, against the API-bound limit."""
+    slow = Sandbox("--latency-ms", "50")
+    try:
+        latency_parquet = work / f"{name}.parquet"
+        make_rows(latency_parquet, rows)
+        res = run_child([str(latency_parquet), "--url", slow.url, "--state", str(work / f"{name}.duckdb"),
+                         "--batch-size", "100", "--concurrency", "8"])
+        limit = 8 * 100 / 0.050
+        delivery = res["events"] / res["delivery_seconds"]
+        print(f"50 ms latency, concurrency 8, batch 100: delivery {delivery:,.0f} events/s = "
+              f"{delivery / limit:.2f} of the API-bound limit {limit:,.0f}/s (target >= 0.90); "
+              f"whole command {res['events'] / res['wall']:,.0f} events/s")
+    finally:
+        slow.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=1_000_000)
@@ -175,11 +193,17 @@ def main() -> None:
     parser.add_argument("--loop-rows", type=int, default=2_000)
     parser.add_argument("--only-sync", action="store_true",
                         help="run only the floor, the full sync and the rerun (skip the per-row loop and latency case)")
+    parser.add_argument("--only-latency", type=int, default=0, metavar="RUNS",
+                        help="run only the 50 ms latency case, RUNS times (its spread between runs)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="om-bench-"))
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
           f"duckdb {duckdb.__version__}; rows {args.rows:,}")
     try:
+        if args.only_latency:
+            for run in range(args.only_latency):
+                latency_case(work, args.latency_rows, f"lat{run}")
+            return
         parquet = work / "rows.parquet"
         make_rows(parquet, args.rows)
         sb = Sandbox()
@@ -208,19 +232,7 @@ def main() -> None:
                   f"  = {loop_rate / rate:.3f} of the sync's rate")
         finally:
             sb.stop()
-        slow = Sandbox("--latency-ms", "50")
-        try:
-            latency_parquet = work / "latency.parquet"
-            make_rows(latency_parquet, args.latency_rows)
-            res = run_child([str(latency_parquet), "--url", slow.url, "--state", str(work / "lat.duckdb"),
-                             "--batch-size", "100", "--concurrency", "8"])
-            limit = 8 * 100 / 0.050
-            delivery = res["events"] / res["delivery_seconds"]
-            print(f"50 ms latency, concurrency 8, batch 100: delivery {delivery:,.0f} events/s = "
-                  f"{delivery / limit:.2f} of the API-bound limit {limit:,.0f}/s (target >= 0.90); "
-                  f"whole command {res['events'] / res['wall']:,.0f} events/s")
-        finally:
-            slow.stop()
+        latency_case(work, args.latency_rows, "lat")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -735,9 +735,8 @@ class Staging:
         by a thread beside the delivery (see :meth:`events`), and for the odd row that needs
         its content hash.
         """
-        parts = "".join(
-            f", CASE WHEN {c} IS NOT NULL THEN ',\"{c}\":' || to_json({c}) END"
-            for c in s.CANONICAL_FIELDS if c in set(self.present)
+        parts = "".join(  # ``present`` is in the canonical field order
+            f", CASE WHEN {c} IS NOT NULL THEN ',\"{c}\":' || to_json({c}) END" for c in self.present
         )
         return f"concat('{{\"event\":\"{s.EVENT_NAME}\"'{parts}, '}}')"
 
@@ -893,10 +892,8 @@ class Staging:
             # Only the columns the state takes and this slice fills are copied; the view adds
             # the rest as NULL constants (a copy of every column took 76 ms a flush).
             present = set(self.present)
-            fields = [c for c in (*s.LEAD_ATTRIBUTES, *s.COMPANY_ATTRIBUTES, *WS_ATTRS, "workspace_id", "sender",
-                                  "linkedin_connection_level") if c in s.CANONICAL_FIELDS]
-            copied = ", ".join([*_OK_BOOKKEEPING, *(c for c in fields if c in present)])
-            nulls = "".join(f", {_null(c)} AS {c}" for c in fields if c not in present)
+            copied = ", ".join([*_OK_BOOKKEEPING, *(c for c in _STATE_FIELDS if c in present)])
+            nulls = "".join(f", {_null(c)} AS {c}" for c in _STATE_FIELDS if c not in present)
             con.execute(
                 f"CREATE OR REPLACE TEMP TABLE t_ok_data AS SELECT {copied} FROM {self.out} o "
                 "SEMI JOIN t_ok_arrow USING (event_no)"
@@ -1008,6 +1005,9 @@ class Staging:
 
 # Columns of the events table that confirmation writes read besides the fields.
 _OK_BOOKKEEPING = ("event_no", "lg", "cg", "le", "ce", "le_new", "ce_new", "carries_lead", "carries_company")
+# The fields the state tables take from confirmed events.
+_STATE_FIELDS = (*s.LEAD_ATTRIBUTES, *s.COMPANY_ATTRIBUTES, *WS_ATTRS, "workspace_id", "sender",
+                 "linkedin_connection_level")
 
 
 def _null(field: str) -> str:

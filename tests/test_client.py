@@ -218,7 +218,7 @@ def test_per_index_errors_map_back_to_the_rejected_items_with_the_servers_entrie
         if i % 4 == 1:
             assert (o.status, o.errors, o.reason) == ("rejected", [entry], None)
         else:
-            assert (o.status, o.errors) == ("applied", [])
+            assert (o.status, o.errors) == ("applied", ())
     assert (stats.applied, stats.rejected, stats.failed) == (15, 5, 0)
 
 

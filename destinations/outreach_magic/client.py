@@ -41,7 +41,7 @@ import ssl
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any, Literal, NamedTuple, Protocol
@@ -97,11 +97,15 @@ class ItemOutcome(NamedTuple):
 
     A named tuple (immutable, compared by value) rather than a frozen dataclass: one is
     built per event, and the dataclass's ``__init__`` cost 1.4 µs of the delivery loop each.
+    ``errors`` is the empty tuple when there are none, not a new empty list: a tuple holding
+    only atomic values is untracked by the garbage collector at its first pass, where a list
+    in every outcome kept a million of them tracked, promoted and rescanned by full
+    collections (3 s of CPU in a 1M-event sync, most of it in the delivery loop).
     """
 
     key: Any
     status: OutcomeStatus
-    errors: list[dict[str, Any]]  # rejected: the server's entries ({msg, type, loc}) for this item
+    errors: Sequence[dict[str, Any]]  # rejected: the server's entries ({msg, type, loc}) for this item
     reason: str | None  # failed: why, e.g. "retries exhausted after HTTP 503"
 
 
@@ -368,7 +372,7 @@ class _Run:
                 return [
                     ItemOutcome(key, "rejected", parsed[i], None)
                     if i in parsed
-                    else ItemOutcome(key, "applied", [], None)
+                    else ItemOutcome(key, "applied", (), None)
                     for i, key in enumerate(batch.keys)
                 ]
             if action in (Action.RETRY, Action.THROTTLE):
@@ -396,7 +400,7 @@ class _Run:
                         )
                     )
                 reason = f"retries exhausted after {decision.reason}"
-                return [ItemOutcome(key, "failed", [], reason) for key in batch.keys]
+                return [ItemOutcome(key, "failed", (), reason) for key in batch.keys]
             assert isinstance(result, httpx.Response)
             if action is Action.AUTH_ERROR:
                 raise _Fatal(

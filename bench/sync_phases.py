@@ -57,11 +57,15 @@ def wrap(owner, name, label=None):
 for name in ("extract", "normalize", "load"):
     wrap(Pipeline, name, f"dlt {name}")
 wrap(runner.RowFilter, "__call__", "read + row hashes")
-wrap(identifiers, "normalize_table", "stage: normalize identifiers")
-for name in ("stage", "_group", "_merge_and_diff", "_build_events", "flush", "finish", "close", "_write_applied"):
+wrap(identifiers, "normalize_table", "prepare: normalize identifiers")
+for name in ("prepare", "resolve", "_group", "_aggregate", "_resolve", "_diff", "_build_events", "flush", "finish",
+             "close", "_write_applied"):
     wrap(staging.Staging, name, {"_write_applied": "confirmation writes (background)",
+                                 "prepare": "prepare (the next slice, in a thread)", "resolve": "resolve",
+                                 "_group": "prepare: group", "_aggregate": "prepare: aggregate",
+                                 "_resolve": "resolve: match entities",
                                  "flush": "wait for confirmations", "close": "close state (checkpoint)"}.get(name,
-                                 name if name == "stage" else "stage: " + name.strip("_")))
+                                 "resolve: " + name.strip("_")))
 wrap(DeliveryClient, "deliver", "deliver")
 report = runner.run_sync(runner.SyncRequest(sources=[sys.argv[1]], api_key="bench-key", base_url=sys.argv[2],
                                             state_path=sys.argv[3], batch_size=500, concurrency=4))

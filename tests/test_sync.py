@@ -230,6 +230,72 @@ def test_401_leaves_the_state_untouched_and_exits_2(sandbox_server: Any, tmp_pat
     assert good.applied == good.events
 
 
+def test_a_401_with_the_next_slice_prepared_leaves_nothing_open(sandbox_server: Any, tmp_path: Path) -> None:
+    """Slices are prepared a step ahead on connections of their own: when delivery stops,
+    the one prepared meanwhile is closed too (the state file opens read-only at once, which
+    DuckDB refuses while this process still holds it open for writing)."""
+    import threading
+
+    rows = [[f"p{i}@example.com", f"P{i}"] for i in range(20)]
+    src = write_csv(tmp_path / "leads.csv", ["lead_email", "lead_first_name"], rows)
+    state = tmp_path / "s.duckdb"
+    bad = sync(sandbox_server.url, state, [src], api_key="wrong-key-123", stage_rows=3)
+    assert bad.exit_code == 2 and bad.applied == 0
+    con = duckdb.connect(str(state), read_only=True)
+    assert con.execute("SELECT count(*) FROM identity").fetchall() == [(0,)]
+    con.close()
+    assert not [t for t in threading.enumerate() if t.name.startswith("outreach-magic-prepare")]
+    good = sync(sandbox_server.url, state, [src], stage_rows=3)
+    assert good.exit_code == 0 and good.applied == good.events == 20
+
+
+def test_a_lead_and_companies_spread_over_slices_prepared_ahead_stay_one_entity_each(
+    sandbox_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The next slice is prepared while one is delivered, but matched against the state only
+    after that one's confirmations are written: a person whose rows fall in two slices, and
+    companies named in every slice, end as one entity each (in the state and on the server),
+    the later slice's values win, and a rerun finds nothing to send. Delivery is slowed down
+    so that the next slice is surely prepared before the current one is confirmed."""
+    import time
+
+    from destinations.outreach_magic.client import DeliveryClient
+
+    original = DeliveryClient.deliver
+
+    def slow(self: Any, *args: Any, **kwargs: Any) -> Any:
+        time.sleep(0.3)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(DeliveryClient, "deliver", slow)
+    header = ["lead_email", "lead_linkedin_url", "lead_first_name", "lead_job_title", "company_domain"]
+    people = 12
+    rows = [[f"p{i}@example.com", "", f"P{i}", "Engineer", f"c{i % 3}.example"] for i in range(people)]
+    rows += [[f"p{i}@example.com", f"https://www.linkedin.com/in/p-{i}", "", f"Lead {i}", f"c{i % 3}.example"]
+             for i in range(people)]
+    src = write_csv(tmp_path / "spread.csv", header, rows)
+    state = tmp_path / "s.duckdb"
+    first = sync(sandbox_server.url, state, [src], stage_rows=7)  # slices of rows 0-6, 7-13, 14-20, 21-23
+    assert first.failed == 0 and first.applied == first.events
+    con = duckdb.connect(str(state), read_only=True)
+    assert con.execute(
+        "SELECT count(*), count(DISTINCT (entity_type, kind, value)) FROM identity"
+    ).fetchall() == [(people * 2 + 3, people * 2 + 3)]
+    assert con.execute("SELECT count(DISTINCT entity_id) FROM identity WHERE entity_type = 'lead'").fetchall() == [
+        (people,)]
+    assert con.execute("SELECT count(*), count(DISTINCT entity_id) FROM lead_state").fetchall() == [(people, people)]
+    assert con.execute("SELECT count(*), count(DISTINCT entity_id) FROM company_state").fetchall() == [(3, 3)]
+    con.close()
+    leads = sandbox_leads(sandbox_server.url, KEY)
+    assert len(leads) == people and len(sandbox_companies(sandbox_server.url, KEY)) == 3
+    for i in range(people):
+        (lead,) = lead_by(leads, "lead_email", f"p{i}@example.com")
+        assert lead["identifiers"]["lead_linkedin_url"] == [f"https://www.linkedin.com/in/p-{i}/"]
+        assert (lead["attributes"]["lead_first_name"], lead["attributes"]["lead_job_title"]) == (f"P{i}", f"Lead {i}")
+    again = sync(sandbox_server.url, state, [src], stage_rows=7)
+    assert again.events == 0 and again.requests == 0
+
+
 def test_api_rejections_land_in_the_ledger_and_the_rest_is_applied(sandbox_server: Any, tmp_path: Path) -> None:
     src = write_csv(tmp_path / "mixed.csv", ["unified_lead_id", "lead_email", "lead_first_name"], [
         ["aaaaaaaaaaaaaaaaaaaaaaaa", "", "Ghost"],  # the server knows no such lead: rejected per index

@@ -6,7 +6,8 @@ anywhere in here makes dlt (or our runner) call it again with the same file: sta
 then diffs against what was confirmed and resends only the rest.
 
 The file is staged in slices of ``stage_rows`` rows, each delivered and confirmed before
-the next is read: memory stays bounded whatever the file's size. A lead whose rows fall
+the next is resolved (the next is only prepared meanwhile): memory stays bounded
+whatever the file's size. A lead whose rows fall
 in two slices is still one lead (the second slice finds it through the identity index
 the first one confirmed); only the order column's "latest wins" is then applied per
 slice, the later slice winning.
@@ -14,8 +15,10 @@ slice, the later slice winning.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -117,8 +120,9 @@ def _slices(path: str, stage_rows: int) -> Iterator[pa.Table]:
         yield pa.Table.from_batches([batch])
 
 
-def stage_table(table: pa.Table, opts: SinkOptions, *, source_label: str = "rows") -> Staging:
-    """Stage one slice on a connection of its own (so it can run beside another's delivery)."""
+def prepare_table(table: pa.Table, opts: SinkOptions, *, source_label: str = "rows") -> Staging:
+    """Prepare one slice (:meth:`Staging.prepare`) on a connection of its own, so that it
+    can run beside another slice's delivery."""
     con = state.connect(opts.state_path, target=opts.base_url)
     try:
         staging = Staging(
@@ -129,11 +133,26 @@ def stage_table(table: pa.Table, opts: SinkOptions, *, source_label: str = "rows
             record=not opts.dry_run,
             partition=opts.partition,
         )
-        staging.stage(_defaults(table, opts), source_label=source_label)
+        staging.prepare(_defaults(table, opts), source_label=source_label)
     except BaseException:
         con.close()
         raise
     return staging
+
+
+def stage_table(table: pa.Table, opts: SinkOptions, *, source_label: str = "rows") -> Staging:
+    """Stage one slice: prepare it, then resolve it against the state as it is now."""
+    staging = prepare_table(table, opts, source_label=source_label)
+    _resolve(staging)
+    return staging
+
+
+def _resolve(staging: Staging) -> None:
+    try:
+        staging.resolve()
+    except BaseException:
+        staging.close()
+        raise
 
 
 def deliver_staged(
@@ -220,12 +239,37 @@ def sync_file(path: str, opts: SinkOptions, *, source_label: str = "rows",
     client = None if opts.dry_run else make_client(opts)
     totals = totals_for(opts.run_id)
     label = source_label or Path(path).name
-    # Slices run one after another. Staging the next slice while this one is delivered
-    # measured 12% faster on 200k rows but 50 MB more peak memory, and a lead straddling
-    # two overlapping slices would get two local entities: not worth it yet.
-    for table in _slices(path, opts.stage_rows):
-        sync_table(table, opts, source_label=label, client=client, on_progress=on_progress)
+    slices = _slices(path, opts.stage_rows)
+
+    def prepare_next() -> Staging | None:
+        table = next(slices, None)
+        return None if table is None else prepare_table(table, opts, source_label=label)
+
+    # The next slice is read and prepared in a thread while this one is resolved and
+    # delivered: the two cores then work at once (DuckDB and Arrow release the GIL), where
+    # one of them idled before while the other staged. Resolving stays in order, after the
+    # previous slice's confirmations are written, so a lead straddling two slices still
+    # finds the entity the first one created. At most one slice waits prepared.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="outreach-magic-prepare") as pool:
+        ahead: Future[Staging | None] = pool.submit(prepare_next)
+        try:
+            while (staging := ahead.result()) is not None:
+                ahead = pool.submit(prepare_next)
+                _resolve(staging)
+                deliver_staged(staging, opts, client=client, on_progress=on_progress)
+        finally:
+            _discard(ahead)
     return totals
+
+
+def _discard(ahead: Future[Staging | None]) -> None:
+    """Close a slice prepared ahead of a failure (its connection would keep the file open)."""
+    if ahead.cancel():
+        return
+    with contextlib.suppress(BaseException):
+        staging = ahead.result()
+        if staging is not None:
+            staging.close()
 
 
 def describe(opts: SinkOptions) -> dict[str, Any]:

@@ -275,6 +275,19 @@ class Staging:
     # ----------------------------------------------------------------- stage
     def stage(self, table: pa.Table, source_label: str = "rows") -> StageReport:
         """Normalize, validate, merge and diff ``table``; leaves the events in ``t_out``."""
+        self.prepare(table, source_label)
+        return self.resolve()
+
+    def prepare(self, table: pa.Table, source_label: str = "rows") -> None:
+        """The half of staging that reads nothing the state's confirmations change.
+
+        Normalizing, validating, grouping the rows into entities and merging each group's
+        attributes depend on the slice alone, so the sink runs this for the next slice
+        while the current one is delivered (on this pass's own connection: its temp
+        tables are private). Matching the groups to known entities and diffing against the
+        confirmed values must wait until the previous slice's confirmations are written:
+        that is :meth:`resolve`.
+        """
         from .identifiers import normalize_table
 
         conformed, ignored = conform(table, source_label)
@@ -319,14 +332,41 @@ class Staging:
         self.report.invalid += len(bad)
         for issues in bad.values():
             self._issues.extend(issues)
-        self._record_invalid()
         self._group()
-        self._merge_and_diff()
-        self._drop("m_lead", "m_comp")
+        self._aggregate()
+        self._narrow_rows()
+
+    def resolve(self) -> StageReport:
+        """Match the prepared groups to known entities, diff, and build the events (``t_out``).
+
+        Reads the identity index and the confirmed values, so it runs after every earlier
+        slice's confirmations are written; the ledger is written here too, so that all of a
+        pass's state writes happen in this order.
+        """
+        self._record_invalid()
+        self._resolve(LEAD_IDS, "l")
+        self._resolve(COMPANY_IDS, "c")
+        self._diff()
+        self._drop(*_AGGREGATES)
         self._build_events()
-        self._drop("t_lead_ev", "c_changed", "d_lead", "d_comp", "d_lead_ws", "d_comp_ws", "d_conn")
+        self._drop("t_lead_ev", "c_changed", "d_lead", "d_comp", "d_lead_ws", "d_comp_ws", "d_conn", "l_groups",
+                   "c_groups", "l_entity", "c_entity")
         self.con.execute("CREATE OR REPLACE TEMP TABLE t_confirmed (event_no BIGINT)")
         return self.report
+
+    def _narrow_rows(self) -> None:
+        """Once the groups are merged, keep of the slice's rows only what is still read: where
+        each came from, its hash and its groups (counts, the ledger, the row hashes).
+
+        The full rows would otherwise stay in DuckDB's memory while the slice waits to be
+        resolved and while its events are sent, beside the next slice: memory DuckDB then
+        freed by evicting, and the allocator flushes that go with evicting cost page faults.
+        """
+        con = self.con
+        con.execute("CREATE OR REPLACE TEMP TABLE t_rowmeta AS SELECT _om_source, _om_row, _om_hash, lg, cg FROM t_rg")
+        con.execute(f"DROP {'TABLE' if self.partition is not None else 'VIEW'} t_rg")  # see _group
+        self._drop("t_rows", "t_rows_data", "l_rowgroup", "c_rowgroup", "t_bad")
+        con.execute("CREATE TEMP VIEW t_rg AS SELECT * FROM t_rowmeta")
 
     def _drop_unmatchable(self) -> None:
         """Keep the matchable part of a row whose other part has no identifier.
@@ -441,7 +481,11 @@ class Staging:
             + f" FROM {prefix}_tuples t LEFT JOIN {prefix}_map m ON m.tid = t.tid, "
             f"LATERAL (SELECT coalesce(m.gid, t.tid) AS g) GROUP BY g"
         )
-        # Resolve to a known entity by the identity index, in matching priority.
+
+    def _resolve(self, id_cols: tuple[str, ...], prefix: str) -> None:
+        """Give every group of ``{prefix}_groups`` its entity: a known one by the identity
+        index, in matching priority, else a new one (``{prefix}_entity``)."""
+        con = self.con
         entity_type = "lead" if prefix == "l" else "company"
         unpivot = " UNION ALL ".join(
             f"SELECT g, '{c}' AS kind, {c} AS value, {i} AS prio FROM {prefix}_groups WHERE {c} IS NOT NULL"
@@ -529,10 +573,13 @@ class Staging:
         con.execute("DELETE FROM l_groups WHERE g NOT IN (SELECT lg FROM t_rg WHERE lg IS NOT NULL)")
 
     # ---------------------------------------------------------- merge, diff
-    def _merge_and_diff(self) -> None:
-        con = self.con
-        refresh = "TRUE" if self.full_refresh else "FALSE"
+    def _aggregate(self) -> None:
+        """Merge each group's rows: per attribute the latest value (``m_*`` tables).
 
+        Depends on the slice alone (part of :meth:`prepare`); :meth:`_diff` joins the
+        result to the entities and their confirmed values.
+        """
+        con = self.con
         present = set(self.present)
 
         # Fields no row has are NULL constants rather than per-row aggregates.
@@ -541,6 +588,37 @@ class Staging:
                 f"arg_max({c}, _ord) FILTER (WHERE {c} IS NOT NULL) AS {c}" if c in present else f"{_null(c)} AS {c}"
                 for c in cols
             )
+
+        # Leads: attributes, platform, and the company they were last named with.
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE m_lead AS SELECT lg AS g, {latest(s.LEAD_ATTRIBUTES)}, "
+            f"arg_max(platform, _ord) FILTER (WHERE platform IS NOT NULL) AS platform, "
+            f"arg_max(cg, _ord) FILTER (WHERE cg IS NOT NULL) AS cg, count(*) AS n "
+            f"FROM t_rg WHERE lg IS NOT NULL GROUP BY lg"
+        )
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE m_comp AS SELECT cg AS g, {latest(s.COMPANY_ATTRIBUTES)}, "
+            f"arg_max(platform, _ord) FILTER (WHERE platform IS NOT NULL) AS platform, count(*) AS n, "
+            f"bool_and(lg IS NULL) AS alone FROM t_rg WHERE cg IS NOT NULL GROUP BY cg"
+        )
+        # Workspace attributes per (lead, workspace), or (company, workspace) for rows without a lead.
+        for scope, key, where in (("lead", "lg", "lg IS NOT NULL"), ("comp", "cg", "lg IS NULL AND cg IS NOT NULL")):
+            con.execute(
+                f"CREATE OR REPLACE TEMP TABLE m_{scope}_ws AS SELECT {key} AS g, workspace_id, "
+                f"{latest(WS_ATTRS)} FROM t_rg WHERE {where} AND workspace_id IS NOT NULL "
+                f"GROUP BY {key}, workspace_id"
+            )
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE m_conn AS SELECT lg AS g, sender, "
+            "arg_max(linkedin_connection_level, _ord) AS linkedin_connection_level FROM t_rg "
+            "WHERE lg IS NOT NULL AND sender IS NOT NULL GROUP BY lg, sender"
+        )
+
+    def _diff(self) -> None:
+        """Compare the merged groups (``m_*``) with what the API confirmed (``d_*``)."""
+        con = self.con
+        refresh = "TRUE" if self.full_refresh else "FALSE"
+        present = set(self.present)
 
         def changed(cols: Iterable[str], state: str = "st") -> str:
             return ", ".join(
@@ -552,13 +630,6 @@ class Staging:
         def any_changed(cols: Iterable[str]) -> str:
             return _any(cols) if cols else "FALSE"
 
-        # Leads: attributes, platform, and the company they were last named with.
-        con.execute(
-            f"CREATE OR REPLACE TEMP TABLE m_lead AS SELECT lg AS g, {latest(s.LEAD_ATTRIBUTES)}, "
-            f"arg_max(platform, _ord) FILTER (WHERE platform IS NOT NULL) AS platform, "
-            f"arg_max(cg, _ord) FILTER (WHERE cg IS NOT NULL) AS cg, count(*) AS n "
-            f"FROM t_rg WHERE lg IS NOT NULL GROUP BY lg"
-        )
         con.execute(
             f"CREATE OR REPLACE TEMP TABLE d_lead AS SELECT m.g, le.e, le.new_ids, le.is_new AS le_new, m.platform, "
             f"m.cg, ce.e AS ce, ce.is_new AS ce_new, "
@@ -567,36 +638,21 @@ class Staging:
             f"FROM m_lead m JOIN l_entity le ON le.g = m.g LEFT JOIN c_entity ce ON ce.g = m.cg "
             f"LEFT JOIN lead_state st ON st.entity_id = le.e"
         )
-        # Companies.
-        con.execute(
-            f"CREATE OR REPLACE TEMP TABLE m_comp AS SELECT cg AS g, {latest(s.COMPANY_ATTRIBUTES)}, "
-            f"arg_max(platform, _ord) FILTER (WHERE platform IS NOT NULL) AS platform, count(*) AS n, "
-            f"bool_and(lg IS NULL) AS alone FROM t_rg WHERE cg IS NOT NULL GROUP BY cg"
-        )
         con.execute(
             f"CREATE OR REPLACE TEMP TABLE d_comp AS SELECT m.g, ce.e, ce.new_ids, ce.is_new, m.platform, m.alone, "
             f"{changed(s.COMPANY_ATTRIBUTES)} FROM m_comp m JOIN c_entity ce ON ce.g = m.g "
             f"LEFT JOIN company_state st ON st.entity_id = ce.e"
         )
-        # Workspace attributes per (lead, workspace), or (company, workspace) for rows without a lead.
-        for scope, key, state, where in (
-            ("lead", "lg", "lead_ws_state", "lg IS NOT NULL"),
-            ("comp", "cg", "company_ws_state", "lg IS NULL AND cg IS NOT NULL"),
-        ):
-            ent = "l_entity" if key == "lg" else "c_entity"
+        for scope, ent, state in (("lead", "l_entity", "lead_ws_state"), ("comp", "c_entity", "company_ws_state")):
             con.execute(
-                f"CREATE OR REPLACE TEMP TABLE d_{scope}_ws AS WITH m AS (SELECT {key} AS g, workspace_id, "
-                f"{latest(WS_ATTRS)} FROM t_rg WHERE {where} AND workspace_id IS NOT NULL "
-                f"GROUP BY {key}, workspace_id) "
-                f"SELECT m.g, m.workspace_id, {changed(WS_ATTRS)} FROM m JOIN {ent} en ON en.g = m.g "
+                f"CREATE OR REPLACE TEMP TABLE d_{scope}_ws AS "
+                f"SELECT m.g, m.workspace_id, {changed(WS_ATTRS)} FROM m_{scope}_ws m JOIN {ent} en ON en.g = m.g "
                 f"LEFT JOIN {state} st ON st.entity_id = en.e AND st.workspace_id = m.workspace_id"
             )
             con.execute(f"DELETE FROM d_{scope}_ws WHERE NOT {any_changed(WS_ATTRS)}")
         con.execute(
-            "CREATE OR REPLACE TEMP TABLE d_conn AS WITH m AS (SELECT lg AS g, sender, "
-            "arg_max(linkedin_connection_level, _ord) AS linkedin_connection_level FROM t_rg "
-            "WHERE lg IS NOT NULL AND sender IS NOT NULL GROUP BY lg, sender) "
-            f"SELECT m.g, m.sender, m.linkedin_connection_level FROM m JOIN l_entity en ON en.g = m.g "
+            "CREATE OR REPLACE TEMP TABLE d_conn AS "
+            f"SELECT m.g, m.sender, m.linkedin_connection_level FROM m_conn m JOIN l_entity en ON en.g = m.g "
             f"LEFT JOIN conn_state st ON st.entity_id = en.e AND st.sender = m.sender "
             f"WHERE {refresh} OR m.linkedin_connection_level IS DISTINCT FROM st.linkedin_connection_level"
         )
@@ -850,7 +906,7 @@ class Staging:
             exc, self._flush_error = self._flush_error, None
             raise exc
 
-    def reject(self, event_no: int, errors: list[dict[str, Any]]) -> None:
+    def reject(self, event_no: int, errors: Sequence[dict[str, Any]]) -> None:
         """Record an API rejection against every source row of the event, with the server's message."""
         self.report.rejected += 1
         if not self.record:
@@ -1003,6 +1059,8 @@ class Staging:
         return self.report
 
 
+# The merged groups :meth:`Staging.prepare` leaves for :meth:`Staging.resolve`.
+_AGGREGATES = ("m_lead", "m_comp", "m_lead_ws", "m_comp_ws", "m_conn")
 # Columns of the events table that confirmation writes read besides the fields.
 _OK_BOOKKEEPING = ("event_no", "lg", "cg", "le", "ce", "le_new", "ce_new", "carries_lead", "carries_company")
 # The fields the state tables take from confirmed events.

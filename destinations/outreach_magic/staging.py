@@ -43,11 +43,12 @@ import threading
 import time
 import uuid
 import zlib
-from collections.abc import Generator, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import duckdb
+import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -141,16 +142,23 @@ def conform(
         else:
             cols[name] = table.column(name).cast(pa.string())
 
-    def meta(name: str, typ: pa.DataType, default: Any) -> pa.Array | pa.ChunkedArray:
-        return table.column(name).cast(typ) if name in names else default
+    # Defaults are built only when the column is missing, and without a Python object per row
+    # (a list of n labels cost 0.26 s per million rows, on the runner's read path).
+    def meta(name: str, typ: pa.DataType, default: Callable[[], pa.Array]) -> pa.Array | pa.ChunkedArray:
+        return table.column(name).cast(typ) if name in names else default()
 
-    cols["_om_source"] = meta("_om_source", pa.string(), pa.array([source_label] * n, pa.string()))
-    cols["_om_row"] = meta("_om_row", pa.int64(), pa.array(range(1, n + 1), pa.int64()))
-    cols["_om_order"] = meta("_om_order", pa.string(), pa.nulls(n, pa.string()))
-    cols["_om_hash"] = meta("_om_hash", pa.int64(), pa.nulls(n, pa.int64()))
+    cols["_om_source"] = meta("_om_source", pa.string(), lambda: pa.repeat(pa.scalar(source_label, pa.string()), n))
+    cols["_om_row"] = meta("_om_row", pa.int64(), lambda: _positions(n, start=1))
+    cols["_om_order"] = meta("_om_order", pa.string(), lambda: pa.nulls(n, pa.string()))
+    cols["_om_hash"] = meta("_om_hash", pa.int64(), lambda: pa.nulls(n, pa.int64()))
     if with_rid:
-        cols["_rid"] = pa.array(range(n), pa.int64())
+        cols["_rid"] = _positions(n)
     return pa.table(cols), ignored
+
+
+def _positions(n: int, start: int = 0) -> pa.Array:
+    """``start, start + 1, ...`` as int64, built by numpy (no Python int per row)."""
+    return pa.array(np.arange(start, start + n, dtype=np.int64))
 
 
 def _any(cols: Iterable[str], pred: str = "{} IS NOT NULL") -> str:
@@ -985,8 +993,10 @@ class Staging:
             """keys/cols: (state column, t_ok expression); the last confirmed event per key wins.
 
             ``new`` is true for events of an entity this pass created: the state has no row
-            of it, and no other event of this pass writes the same key, so those rows are
-            appended as they are. Only the others are matched against the state table
+            of it, and no other event of this pass writes the same key (each new entity is
+            one group's, and a group has one event per key), so those rows are appended as
+            they are, without the window that picks the latest event per key (half of a
+            first sync's lead_state write: 41 -> 22 ms a slice). Only the others are matched against the state table
             (an UPDATE and an anti-join that read the whole table: most of a flush's time
             on a first sync, when every entity is new).
             """
@@ -995,13 +1005,13 @@ class Staging:
             part = ", ".join(col for col, _ in keys)
             names = ", ".join([*(c for c, _ in keys), *(c for c, _ in cols)])
 
-            def src(which: str) -> str:
-                return (
-                    f"(SELECT {key_sel}, {col_sel} FROM t_ok WHERE {where} AND {which} "
-                    f"QUALIFY row_number() OVER (PARTITION BY {part} ORDER BY event_no DESC) = 1)"
-                )
+            def src(which: str, *, latest: bool = True) -> str:
+                last = f"QUALIFY row_number() OVER (PARTITION BY {part} ORDER BY event_no DESC) = 1" if latest else ""
+                return f"(SELECT {key_sel}, {col_sel} FROM t_ok WHERE {where} AND {which} {last})"
 
-            con.execute(f"INSERT INTO {table} ({names}, confirmed_at) SELECT {names}, now() FROM {src(new)} o")
+            con.execute(
+                f"INSERT INTO {table} ({names}, confirmed_at) SELECT {names}, now() FROM {src(new, latest=False)} o"
+            )
             known = f"NOT {new}"
             if not _scalar(con, f"SELECT count(*) FROM t_ok WHERE {where} AND {known}"):
                 return

@@ -670,7 +670,7 @@ class Staging:
         """Assemble every outgoing event as one row of ``t_out`` (fields + bookkeeping)."""
         con = self.con
         lead_attrs = ", ".join(f"d.{c}" for c in s.LEAD_ATTRIBUTES)
-        comp_attrs_named = ", ".join(f"CASE WHEN cfirst THEN dc.{c} END AS {c}" for c in s.COMPANY_ATTRIBUTES)
+        comp_attrs_named = ", ".join(f"CASE WHEN t.cfirst THEN dc.{c} END AS {c}" for c in s.COMPANY_ATTRIBUTES)
         ws_cols = ", ".join(f"w.{c}" for c in WS_ATTRS)
         lid = ", ".join(f"lgr.{c}" for c in LEAD_IDS)
         cid = ", ".join(f"cgr.{c}" for c in COMPANY_IDS)
@@ -702,7 +702,10 @@ class Staging:
                  -- An aggregate and a join, not row_number() over (cg): that window sorted
                  -- every slice (80 of the statement's 130 ms on 50,000 leads).
                  firsts AS (SELECT cg, min(g) AS first_g FROM base WHERE needed AND cg IS NOT NULL GROUP BY cg)
-            SELECT b.*, coalesce(b.comp_changed AND b.g = f.first_g, FALSE) AS cfirst
+            -- Only what d_lead does not hold: the events table joins d_lead for the rest
+            -- (copying the lead's attributes into this table as well cost more than the join).
+            SELECT b.g, b.cg, b.workspace_id, {", ".join(f"b.{c}" for c in WS_ATTRS)}, b.sender,
+                   b.linkedin_connection_level, coalesce(b.comp_changed AND b.g = f.first_g, FALSE) AS cfirst
             FROM base b LEFT JOIN firsts f ON f.cg = b.cg WHERE b.needed
             """
         )
@@ -715,9 +718,9 @@ class Staging:
             WITH lead_ev AS (
                 SELECT 1 AS part, d.g AS lg, d.e AS le, d.le_new, d.cg, d.ce, d.ce_new, d.platform, {lid},
                        {lead_attrs},
-                       {cid}, {comp_attrs_named}, d.workspace_id, {", ".join(f"d.{c}" for c in WS_ATTRS)},
-                       d.sender, d.linkedin_connection_level, TRUE AS carries_lead, cfirst AS carries_company
-                FROM t_lead_ev d JOIN l_groups lgr ON lgr.g = d.g
+                       {cid}, {comp_attrs_named}, t.workspace_id, {", ".join(f"t.{c}" for c in WS_ATTRS)},
+                       t.sender, t.linkedin_connection_level, TRUE AS carries_lead, t.cfirst AS carries_company
+                FROM t_lead_ev t JOIN d_lead d ON d.g = t.g JOIN l_groups lgr ON lgr.g = t.g
                 LEFT JOIN c_groups cgr ON cgr.g = d.cg LEFT JOIN d_comp dc ON dc.g = d.cg),
             extra_ws AS (
                 SELECT 2 AS part, w.g AS lg, le.e AS le, le.is_new AS le_new, NULL::BIGINT AS cg,

@@ -615,11 +615,11 @@ def test_a_failed_background_flush_claims_nothing_it_did_not_write(
     original = staging.Staging._write_transaction
     calls = []
 
-    def failing_second(self: Any, applied: list[int]) -> None:
+    def failing_second(self: Any, applied: list[int], **kwargs: Any) -> None:
         calls.append(len(applied))
         if len(calls) == 2:
             raise duckdb.IOException("disk full (injected)")
-        original(self, applied)
+        original(self, applied, **kwargs)
 
     monkeypatch.setattr(staging.Staging, "_write_transaction", failing_second)
     rows = [[f"q{i}@example.com", f"Q{i}"] for i in range(300)]

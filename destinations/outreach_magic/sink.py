@@ -196,10 +196,11 @@ def deliver_staged(
 
             try:
                 stats = client.deliver(staging.events(), on_outcomes, on_progress=on_progress)
-            finally:
+            except BaseException:
                 staging.flush()  # whatever was confirmed before an error stays confirmed
+                raise
             totals.add_delivery(stats)
-        totals.stage.add(staging.finish(failed=failed))
+        totals.stage.add(staging.finish(failed=failed))  # also writes the last confirmations
         return totals
     finally:
         staging.close()

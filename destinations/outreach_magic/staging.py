@@ -951,24 +951,29 @@ class Staging:
             if self.record:
                 self._write_transaction(applied)
 
-    def _write_transaction(self, applied: list[int]) -> None:
+    def _write_transaction(self, applied: list[int], *, final: bool = False) -> None:
+        """Write confirmations; ``final`` (the pass's last write) also records the row hashes,
+        in the same transaction (one commit a slice fewer)."""
         con = self.con
         con.execute("BEGIN")
         try:
-            con.register("t_ok_arrow", pa.table({"event_no": pa.array(applied, pa.int64())}))
-            # Only the columns the state takes and this slice fills are copied; the view adds
-            # the rest as NULL constants (a copy of every column took 76 ms a flush).
-            present = set(self.present)
-            copied = ", ".join([*_OK_BOOKKEEPING, *(c for c in _STATE_FIELDS if c in present)])
-            nulls = "".join(f", {_null(c)} AS {c}" for c in _STATE_FIELDS if c not in present)
-            con.execute(
-                f"CREATE OR REPLACE TEMP TABLE t_ok_data AS SELECT {copied} FROM {self.out} o "
-                "SEMI JOIN t_ok_arrow USING (event_no)"
-            )
-            con.execute(f"CREATE OR REPLACE TEMP VIEW t_ok AS SELECT *{nulls} FROM t_ok_data")
-            con.unregister("t_ok_arrow")
-            self._write_confirmed()
-            con.execute("INSERT INTO t_confirmed SELECT event_no FROM t_ok")
+            if applied:
+                con.register("t_ok_arrow", pa.table({"event_no": pa.array(applied, pa.int64())}))
+                # Only the columns the state takes and this slice fills are copied; the view adds
+                # the rest as NULL constants (a copy of every column took 76 ms a flush).
+                present = set(self.present)
+                copied = ", ".join([*_OK_BOOKKEEPING, *(c for c in _STATE_FIELDS if c in present)])
+                nulls = "".join(f", {_null(c)} AS {c}" for c in _STATE_FIELDS if c not in present)
+                con.execute(
+                    f"CREATE OR REPLACE TEMP TABLE t_ok_data AS SELECT {copied} FROM {self.out} o "
+                    "SEMI JOIN t_ok_arrow USING (event_no)"
+                )
+                con.execute(f"CREATE OR REPLACE TEMP VIEW t_ok AS SELECT *{nulls} FROM t_ok_data")
+                con.unregister("t_ok_arrow")
+                self._write_confirmed()
+                con.execute("INSERT INTO t_confirmed SELECT event_no FROM t_ok")
+            if final:
+                self._remember_rows()
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")
@@ -1032,12 +1037,16 @@ class Staging:
         merge("lead_state", [("entity_id", "le")], [*same(s.LEAD_ATTRIBUTES), ("company_entity_id", "ce")],
               "carries_lead", lead_new)
         merge("company_state", [("entity_id", "ce")], same(s.COMPANY_ATTRIBUTES), "carries_company", comp_new)
-        merge("lead_ws_state", [("entity_id", "le"), ("workspace_id", "workspace_id")], same(WS_ATTRS),
-              "le IS NOT NULL AND workspace_id IS NOT NULL", lead_new)
-        merge("company_ws_state", [("entity_id", "ce"), ("workspace_id", "workspace_id")], same(WS_ATTRS),
-              "le IS NULL AND workspace_id IS NOT NULL", comp_new)
-        merge("conn_state", [("entity_id", "le"), ("sender", "sender")], same(["linkedin_connection_level"]),
-              "sender IS NOT NULL", lead_new)
+        # A slice without workspaces or senders has no event for those tables: their
+        # statements are skipped rather than run on nothing (three flushes a slice add up).
+        if "workspace_id" in self.present:
+            merge("lead_ws_state", [("entity_id", "le"), ("workspace_id", "workspace_id")], same(WS_ATTRS),
+                  "le IS NOT NULL AND workspace_id IS NOT NULL", lead_new)
+            merge("company_ws_state", [("entity_id", "ce"), ("workspace_id", "workspace_id")], same(WS_ATTRS),
+                  "le IS NULL AND workspace_id IS NOT NULL", comp_new)
+        if "sender" in self.present:
+            merge("conn_state", [("entity_id", "le"), ("sender", "sender")], same(["linkedin_connection_level"]),
+                  "sender IS NOT NULL", lead_new)
 
     def close(self) -> None:
         """Drop this pass's events table and close the connection (idempotent)."""
@@ -1053,23 +1062,30 @@ class Staging:
             self.con.close()
 
     def finish(self, failed: int = 0) -> StageReport:
-        """Flush, then remember the hashes of rows whose every event was confirmed.
+        """Write the last confirmations and remember the hashes of rows whose every event was
+        confirmed, in one transaction (after any background flush).
 
         A row whose lead or company still has an unconfirmed event (failed, rejected,
         crashed before confirmation) keeps no hash, so the next run stages it again.
         """
-        self.flush()
+        self._join_flusher()
+        applied, self._applied = self._applied, []
         self.report.failed += failed
-        if self.record:
-            self.con.execute(
-                "INSERT INTO row_hashes "
-                f"WITH un AS (SELECT lg, cg FROM {self.out} ANTI JOIN t_confirmed USING (event_no)) "
-                "SELECT DISTINCT r._om_hash FROM t_rg r WHERE r._om_hash IS NOT NULL "
-                "AND (r.lg IS NULL OR r.lg NOT IN (SELECT lg FROM un WHERE lg IS NOT NULL)) "
-                "AND (r.cg IS NULL OR r.cg NOT IN (SELECT cg FROM un WHERE cg IS NOT NULL)) "
-                "AND NOT EXISTS (SELECT 1 FROM row_hashes h WHERE h.hash = r._om_hash)"
-            )
+        with self._con_lock:
+            self.report.applied += len(applied)
+            if self.record:
+                self._write_transaction(applied, final=True)
         return self.report
+
+    def _remember_rows(self) -> None:
+        self.con.execute(
+            "INSERT INTO row_hashes "
+            f"WITH un AS (SELECT lg, cg FROM {self.out} ANTI JOIN t_confirmed USING (event_no)) "
+            "SELECT DISTINCT r._om_hash FROM t_rg r WHERE r._om_hash IS NOT NULL "
+            "AND (r.lg IS NULL OR r.lg NOT IN (SELECT lg FROM un WHERE lg IS NOT NULL)) "
+            "AND (r.cg IS NULL OR r.cg NOT IN (SELECT cg FROM un WHERE cg IS NOT NULL)) "
+            "AND NOT EXISTS (SELECT 1 FROM row_hashes h WHERE h.hash = r._om_hash)"
+        )
 
 
 # The merged groups :meth:`Staging.prepare` leaves for :meth:`Staging.resolve`.

@@ -637,3 +637,30 @@ def test_a_failed_background_flush_claims_nothing_it_did_not_write(
     monkeypatch.setattr(staging.Staging, "_write_transaction", original)
     again = sync(sandbox_server.url, state, [src], retry_rejected=True)
     assert again.events == 0 and again.unchanged == 300
+
+
+def test_event_json_is_byte_for_byte_what_earlier_versions_wrote() -> None:
+    """Content hashes of API-rejected events are stored (``rejected_events``) and compared
+    on later runs, so the event JSON must not change by a byte across versions: checked
+    against the form earlier versions used (a CASE per field), over rows with empty fields,
+    tags, quotes, backslashes and non-ASCII text."""
+    from destinations.outreach_magic import staging
+
+    st = staging.Staging.__new__(staging.Staging)
+    st.present = ["lead_email", "lead_first_name", "tags", "company_name", "import_name"]
+    earlier = "concat('{\"event\":\"update_attributes\"'" + "".join(
+        f", CASE WHEN {c} IS NOT NULL THEN ',\"{c}\":' || to_json({c}) END" for c in st.present) + ", '}')"
+    con = duckdb.connect()
+    con.execute("CREATE TABLE t (lead_email VARCHAR, lead_first_name VARCHAR, tags VARCHAR[], company_name VARCHAR, "
+                "import_name VARCHAR)")
+    con.execute("""INSERT INTO t VALUES
+        ('a@example.com', 'Zoë "Z" O\\Brien', ['x', 'y'], 'Acme, Inc.', NULL),
+        (NULL, NULL, NULL, NULL, NULL),
+        (NULL, 'Ünïcode ✓', NULL, NULL, 'list "2"'),
+        ('b@example.com', NULL, [], NULL, 'tab	here')""")
+    now_sql = st._json_sql()
+    rows = con.execute(f"SELECT {now_sql}, {earlier}, hash({now_sql}) = hash({earlier}) FROM t").fetchall()
+    for now, before, same_hash in rows:
+        assert now == before and same_hash
+        assert json.loads(now)["event"] == "update_attributes"
+    assert rows[1][0] == '{"event":"update_attributes"}'

@@ -802,10 +802,11 @@ class Staging:
         by a thread beside the delivery (see :meth:`events`), and for the odd row that needs
         its content hash.
         """
-        parts = "".join(  # ``present`` is in the canonical field order
-            f", CASE WHEN {c} IS NOT NULL THEN ',\"{c}\":' || to_json({c}) END" for c in self.present
-        )
-        return f"concat('{{\"event\":\"{s.EVENT_NAME}\"'{parts}, '}}')"
+        # concat_ws skips NULL arguments, and '"name":' || to_json(NULL) is NULL: an empty
+        # field drops out without a CASE per field (a quarter of the JSON's cost). The text is
+        # byte for byte what the CASE form wrote, so stored content hashes stay valid.
+        parts = "".join(f", '\"{c}\":' || to_json({c})" for c in self.present)  # canonical order
+        return f"'{{' || concat_ws(',', '\"event\":\"{s.EVENT_NAME}\"'{parts}) || '}}'"
 
     def _hash_sql(self) -> str:
         """An event's content hash (names an API-rejected event in ``rejected_events``)."""

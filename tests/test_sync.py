@@ -249,6 +249,32 @@ def test_a_401_with_the_next_slice_prepared_leaves_nothing_open(sandbox_server: 
     assert good.exit_code == 0 and good.applied == good.events == 20
 
 
+def test_slices_are_prepared_ahead_at_a_lower_cpu_priority_than_delivery(
+    sandbox_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The helper that prepares the next slice runs niced below the thread that delivers,
+    so on busy cores the delivery (what the run waits for) gets the CPU first."""
+    import threading
+
+    from destinations.outreach_magic import sink
+
+    seen: list[tuple[str, int]] = []
+    original = sink.prepare_table
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        tid = threading.get_native_id()
+        seen.append((threading.current_thread().name, os.getpriority(os.PRIO_PROCESS, tid)))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(sink, "prepare_table", recording)
+    delivering = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    src = write_csv(tmp_path / "leads.csv", ["lead_email"], [[f"p{i}@example.com"] for i in range(9)])
+    report = sync(sandbox_server.url, tmp_path / "s.duckdb", [src], stage_rows=3)
+    assert report.applied == 9
+    assert len(seen) == 3 and all(name.startswith("outreach-magic-prepare") for name, _ in seen)
+    assert all(nice == min(delivering + 10, 19) for _, nice in seen)
+
+
 def test_a_lead_and_companies_spread_over_slices_prepared_ahead_stay_one_entity_each(
     sandbox_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

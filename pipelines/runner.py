@@ -269,6 +269,28 @@ def _record_source_issues(state_path: str, request: SyncRequest, report: SyncRep
         con.close()
 
 
+_DLT_WORK = "dlt_work_pending"
+
+
+def _dlt_work_pending(con: duckdb.DuckDBPyConnection, state_dir: Path) -> bool:
+    """Whether dlt may hold a package this runner extracted but did not finish loading.
+
+    The runner marks the state before it extracts and clears the mark once the load has
+    finished, so a run that stopped half-way (a crash, a fatal error) leaves it set and the
+    next run loads that package first. A state file written before the mark existed says
+    nothing: then dlt's own folder beside it decides.
+    """
+    rows = con.execute("SELECT value FROM meta WHERE key = ?", [_DLT_WORK]).fetchall()
+    if rows:
+        return rows[0][0] == "1"
+    return (state_dir / "dlt" / PIPELINE_NAME).exists()
+
+
+def _mark_dlt_work(con: duckdb.DuckDBPyConnection, *, pending: bool) -> None:
+    con.execute("DELETE FROM meta WHERE key = ?", [_DLT_WORK])
+    con.execute("INSERT INTO meta VALUES (?, ?)", [_DLT_WORK, "1" if pending else "0"])
+
+
 def _load_pending(pipeline: Any) -> None:
     if pipeline.list_extracted_load_packages():
         pipeline.normalize()
@@ -314,9 +336,6 @@ def run_sync(
     tick: Callable[[int, int], None] | None = None,
 ) -> SyncReport:
     """Run one sync and say what happened to every row (never raises for expected failures)."""
-    import dlt
-
-    from destinations.outreach_magic import outreach_magic
     from sources.canonical import expand_specs, open_source
 
     started = time.perf_counter()
@@ -385,48 +404,68 @@ def run_sync(
                 info.unused = list(src.plan.unused)  # the plan may have learnt columns while reading
                 say(f"read {info.rows:,} rows from {info.spec}")
 
-        destination = outreach_magic(
-            api_key=request.api_key or "dry-run",
-            base_url=request.base_url,
-            state_path=state_path,
-            request_batch_size=request.batch_size,
-            max_concurrency=request.concurrency,
-            full_refresh=request.full_refresh,
-            retry_rejected=request.retry_rejected,
-            dry_run=request.dry_run,
-            allow_insecure_http=request.allow_insecure_http,
-            stage_rows=request.stage_rows,
-            max_attempts=request.max_attempts,
-            timeout=request.timeout,
-            run_id=run_id,
-            partition=request.partition,
-        )
-        pipeline = dlt.pipeline(
-            pipeline_name=PIPELINE_NAME,
-            pipelines_dir=str(state_dir / "dlt"),
-            destination=destination,
-            dataset_name="outreach_magic",
-        )
+        def make_pipeline() -> Any:
+            # dlt is imported here, not above: a rerun with nothing new and no unfinished
+            # work never needs it (importing dlt and restoring the pipeline: 0.7 s of a
+            # 3 s rerun over 1M unchanged rows).
+            import dlt
+
+            from destinations.outreach_magic import outreach_magic
+
+            destination = outreach_magic(
+                api_key=request.api_key or "dry-run",
+                base_url=request.base_url,
+                state_path=state_path,
+                request_batch_size=request.batch_size,
+                max_concurrency=request.concurrency,
+                full_refresh=request.full_refresh,
+                retry_rejected=request.retry_rejected,
+                dry_run=request.dry_run,
+                allow_insecure_http=request.allow_insecure_http,
+                stage_rows=request.stage_rows,
+                max_attempts=request.max_attempts,
+                timeout=request.timeout,
+                run_id=run_id,
+                partition=request.partition,
+            )
+            return dlt.pipeline(
+                pipeline_name=PIPELINE_NAME,
+                pipelines_dir=str(state_dir / "dlt"),
+                destination=destination,
+                dataset_name="outreach_magic",
+            )
+
         totals = totals_for(run_id)
         totals.say, totals.tick = progress, tick
+        pipeline: Any = None
         try:
-            con.close()  # the sink opens the state itself; pending packages load first
-            _load_pending(pipeline)
-            con = state_mod.connect(state_path, target=request.base_url)
-            row_filter.con = con
+            if _dlt_work_pending(con, state_dir):
+                con.close()  # the sink opens the state itself; pending packages load first
+                pipeline = make_pipeline()
+                _load_pending(pipeline)
+                con = state_mod.connect(state_path, target=request.base_url)
+                _mark_dlt_work(con, pending=False)
+                row_filter.con = con
             # Look at the first surviving batch before involving dlt: a rerun over
             # unchanged data then costs reading and hashing the source, nothing more.
             pending = rows()
             first = next(pending, None)
             if first is not None:
+                import dlt
+
+                _mark_dlt_work(con, pending=True)  # before dlt writes a package; cleared once loaded
+                pipeline = pipeline or make_pipeline()
                 pipeline.extract(dlt.resource(itertools.chain([first], pending), name="rows",
                                               write_disposition="append"))
             con.close()
             if first is not None:
                 pipeline.normalize()
-            if pipeline.list_normalized_load_packages():
+            if pipeline is not None and pipeline.list_normalized_load_packages():
                 say("staging, diffing and sending…")
                 pipeline.load()
+            if first is not None:
+                con = state_mod.connect(state_path, target=request.base_url)
+                _mark_dlt_work(con, pending=False)
         finally:
             with contextlib.suppress(Exception):
                 con.close()

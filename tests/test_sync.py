@@ -249,6 +249,40 @@ def test_a_401_with_the_next_slice_prepared_leaves_nothing_open(sandbox_server: 
     assert good.exit_code == 0 and good.applied == good.events == 20
 
 
+def test_unfinished_dlt_work_is_loaded_first_and_a_rerun_with_nothing_new_needs_no_dlt(
+    sandbox_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run that stopped after dlt extracted its rows but before they were loaded leaves its
+    package to the next run, which loads it first; once everything is confirmed, a rerun
+    over the same rows reads and hashes them and never builds a dlt pipeline at all."""
+    import dlt
+    from dlt.pipeline.pipeline import Pipeline
+
+    src = write_csv(tmp_path / "leads.csv", ["lead_email", "lead_first_name"],
+                    [[f"p{i}@example.com", f"P{i}"] for i in range(5)])
+    state = tmp_path / "s.duckdb"
+    original_load = Pipeline.load
+
+    def stopped(self: Any, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("stopped before loading (injected)")
+
+    monkeypatch.setattr(Pipeline, "load", stopped)
+    first = sync(sandbox_server.url, state, [src])
+    assert first.exit_code == 2 and first.applied == 0
+    assert sandbox_stats(sandbox_server.url, KEY)["requests"] == 0
+    monkeypatch.setattr(Pipeline, "load", original_load)
+    second = sync(sandbox_server.url, state, [src])
+    assert second.exit_code == 0 and second.applied == second.events == 5  # the first run's package
+    assert len(sandbox_leads(sandbox_server.url, KEY)) == 5
+
+    def no_dlt(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a rerun with nothing new built a dlt pipeline")
+
+    monkeypatch.setattr(dlt, "pipeline", no_dlt)
+    third = sync(sandbox_server.url, state, [src])
+    assert third.exit_code == 0 and third.events == 0 and third.rows_skipped_unchanged == 5
+
+
 def test_slices_are_prepared_ahead_at_a_lower_cpu_priority_than_delivery(
     sandbox_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

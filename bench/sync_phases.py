@@ -6,8 +6,9 @@ Runs the same rows as ``bench/sync.py`` into the sandbox (its own process) in a 
 process whose runner, sink and staging functions are wrapped with wall-clock timers, and
 prints, per phase, the seconds spent inside it and how often it ran, then the child's CPU
 (user, system), its peak RSS and the sandbox's CPU. Phases nest (``load`` contains
-``stage`` and ``deliver``) and the background confirmation writes overlap delivery, so
-the rows do not add up to the total: read them as "how long was the process inside this".
+``resolve`` and ``deliver``), the next slice is prepared in a helper thread while one is
+resolved and delivered, and the background confirmation writes overlap delivery, so the
+rows do not add up to the total: read them as "how long was the process inside this".
 Not a ratio benchmark: it explains the ratios ``bench/sync.py`` prints.
 """
 
@@ -64,7 +65,9 @@ for name in ("prepare", "resolve", "_group", "_aggregate", "_resolve", "_diff", 
                                  "prepare": "prepare (the next slice, in a thread)", "resolve": "resolve",
                                  "_group": "prepare: group", "_aggregate": "prepare: aggregate",
                                  "_resolve": "resolve: match entities",
-                                 "flush": "wait for confirmations", "close": "close state (checkpoint)"}.get(name,
+                                 "flush": "flush after a failed delivery",
+                                 "finish": "slice end: last writes + row hashes",
+                                 "close": "close state (checkpoint)"}.get(name,
                                  "resolve: " + name.strip("_")))
 wrap(DeliveryClient, "deliver", "deliver")
 report = runner.run_sync(runner.SyncRequest(sources=[sys.argv[1]], api_key="bench-key", base_url=sys.argv[2],

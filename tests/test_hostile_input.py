@@ -250,9 +250,10 @@ def test_memory_stays_bounded_on_a_large_file(tmp_path: Path, sandbox_factory: A
 
     Bounded means: under a stated ceiling, and not growing in step with the input (3x the
     rows must cost well under 1.5x the peak). The child's own peak (VmHWM, see ``run_cli``)
-    measured 824-880 MB at 50k and 892-1,004 MB at 150k (1.07-1.17x) over five runs: the
-    bounds leave ~30% for noise, while memory growing in step with the rows (~145 MB of
-    imports plus 3x the rest: ~2.2x) fails them. Today's figures are high (see RELIABILITY.md).
+    measured 646-648 MB at 50k and 715-755 MB at 150k (1.10-1.17x) over three runs (it was
+    824-880 and 892-1,004 MB before the memory changes in RELIABILITY.md): the bounds leave
+    room for noise, while memory growing in step with the rows (~145 MB of imports plus 3x
+    the rest: ~2.2x) fails them.
     """
     peaks = {}
     for n in (50_000, 150_000):

@@ -8,7 +8,8 @@ Every figure is a ratio to a baseline of this run, on this machine:
 
 1. full sync of N canonical rows from Parquet into the sandbox, against a bare floor:
    DuckDB reads the same Parquet, orjson builds 500-event arrays, 4 httpx clients POST
-   them to the same sandbox (target: the sync reaches >= 50% of the floor's rate);
+   them to the same sandbox, the median of ``--floor-runs`` runs (target: the sync
+   reaches >= 50% of the floor's rate);
 2. a rerun over the same unchanged rows: its time as a share of the full sync's (target
    <= 15%) and its request count (target 0);
 3. the sync process's peak RSS (target <= 500 MB);
@@ -191,6 +192,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--latency-rows", type=int, default=40_000)
     parser.add_argument("--loop-rows", type=int, default=2_000)
+    parser.add_argument("--floor-runs", type=int, default=3, help="the floor is the median of this many runs")
     parser.add_argument("--only-sync", action="store_true",
                         help="run only the floor, the full sync and the rerun (skip the per-row loop and latency case)")
     parser.add_argument("--only-latency", type=int, default=0, metavar="RUNS",
@@ -208,10 +210,18 @@ def main() -> None:
         make_rows(parquet, args.rows)
         sb = Sandbox()
         try:
-            sb.reset()
-            floor_s = floor(parquet, sb.url)
+            # The floor moves by 15% between back-to-back runs (four threads of one process
+            # sharing the GIL beside the sandbox) while the sync is steady: its median over a
+            # few runs keeps one lucky or unlucky run from deciding the verdict.
+            floors = []
+            for _ in range(args.floor_runs):
+                sb.reset()
+                floors.append(floor(parquet, sb.url))
+            floor_s = sorted(floors)[len(floors) // 2]
             floor_rate = args.rows / floor_s
-            print(f"floor (DuckDB → orjson → 4×httpx, batch 500): {floor_s:7.1f} s  {floor_rate:>10,.0f} rows/s")
+            runs = " / ".join(f"{f:.1f}" for f in floors)
+            print(f"floor (DuckDB → orjson → 4×httpx, batch 500): {floor_s:7.1f} s  {floor_rate:>10,.0f} rows/s"
+                  f"  (median of {len(floors)}: {runs} s)")
             sb.reset()
             full = run_child([str(parquet), "--url", sb.url, "--state", str(work / "state.duckdb")])
             assert full["applied"] == full["events"] == args.rows, full

@@ -281,11 +281,6 @@ class Staging:
         self._sources: list[str] = []
 
     # ----------------------------------------------------------------- stage
-    def stage(self, table: pa.Table, source_label: str = "rows") -> StageReport:
-        """Normalize, validate, merge and diff ``table``; leaves the events in ``t_out``."""
-        self.prepare(table, source_label)
-        return self.resolve()
-
     def prepare(self, table: pa.Table, source_label: str = "rows") -> None:
         """The half of staging that reads nothing the state's confirmations change.
 
@@ -938,19 +933,20 @@ class Staging:
                 [self.run_id, reason, event_no],
             )
 
-    def flush(self) -> None:
-        """Write every buffered confirmation to the state, after any background flush."""
+    def flush(self, *, final: bool = False) -> None:
+        """Write every buffered confirmation to the state, after any background flush
+        (``final``: and the row hashes, see :meth:`finish`)."""
         self._join_flusher()
-        if self._applied:
-            applied, self._applied = self._applied, []
-            self._write_applied(applied)
+        applied, self._applied = self._applied, []
+        if applied or final:
+            self._write_applied(applied, final=final)
 
-    def _write_applied(self, applied: list[int]) -> None:
+    def _write_applied(self, applied: list[int], *, final: bool = False) -> None:
         """Write these confirmations to the state, in one transaction."""
         with self._con_lock:
             self.report.applied += len(applied)
             if self.record:
-                self._write_transaction(applied)
+                self._write_transaction(applied, final=final)
 
     def _write_transaction(self, applied: list[int], *, final: bool = False) -> None:
         """Write confirmations; ``final`` (the pass's last write) also records the row hashes,
@@ -1005,9 +1001,9 @@ class Staging:
             of it, and no other event of this pass writes the same key (each new entity is
             one group's, and a group has one event per key), so those rows are appended as
             they are, without the window that picks the latest event per key (half of a
-            first sync's lead_state write: 41 -> 22 ms a slice). Only the others are matched against the state table
-            (an UPDATE and an anti-join that read the whole table: most of a flush's time
-            on a first sync, when every entity is new).
+            first sync's lead_state write: 41 -> 22 ms a slice). Only the others are
+            matched against the state table (an UPDATE and an anti-join that read the whole
+            table: most of a flush's time on a first sync, when every entity is new).
             """
             key_sel = ", ".join(f"{expr} AS {col}" for col, expr in keys)
             col_sel = ", ".join(f"{expr} AS {col}" for col, expr in cols)
@@ -1069,13 +1065,8 @@ class Staging:
         A row whose lead or company still has an unconfirmed event (failed, rejected,
         crashed before confirmation) keeps no hash, so the next run stages it again.
         """
-        self._join_flusher()
-        applied, self._applied = self._applied, []
         self.report.failed += failed
-        with self._con_lock:
-            self.report.applied += len(applied)
-            if self.record:
-                self._write_transaction(applied, final=True)
+        self.flush(final=True)
         return self.report
 
     def _remember_rows(self) -> None:

@@ -224,9 +224,19 @@ def _cursor_key(spec: Any, request: SyncRequest) -> str | None:
     return f"cursor:{_label(spec)}:{request.table}:{request.cursor_column}"
 
 
-def _load_cursor(con: duckdb.DuckDBPyConnection, key: str) -> Any:
+def _meta_get(con: duckdb.DuckDBPyConnection, key: str) -> str | None:
     rows = con.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchall()
-    return json.loads(rows[0][0]) if rows else None
+    return str(rows[0][0]) if rows else None
+
+
+def _meta_set(con: duckdb.DuckDBPyConnection, key: str, value: str) -> None:
+    con.execute("DELETE FROM meta WHERE key = ?", [key])
+    con.execute("INSERT INTO meta VALUES (?, ?)", [key, value])
+
+
+def _load_cursor(con: duckdb.DuckDBPyConnection, key: str) -> Any:
+    text = _meta_get(con, key)
+    return json.loads(text) if text is not None else None
 
 
 def _cursor_tracker(cursors: dict[str, Any], key: str, column: str) -> Callable[[pa.RecordBatch], None]:
@@ -246,9 +256,7 @@ def _save_cursors(state_path: str, target: str, cursors: dict[str, Any]) -> None
         for key, value in cursors.items():
             if value is None:
                 continue
-            text = json.dumps(value.isoformat() if hasattr(value, "isoformat") else value)
-            con.execute("DELETE FROM meta WHERE key = ?", [key])
-            con.execute("INSERT INTO meta VALUES (?, ?)", [key, text])
+            _meta_set(con, key, json.dumps(value.isoformat() if hasattr(value, "isoformat") else value))
     finally:
         con.close()
 
@@ -280,15 +288,12 @@ def _dlt_work_pending(con: duckdb.DuckDBPyConnection, state_dir: Path) -> bool:
     next run loads that package first. A state file written before the mark existed says
     nothing: then dlt's own folder beside it decides.
     """
-    rows = con.execute("SELECT value FROM meta WHERE key = ?", [_DLT_WORK]).fetchall()
-    if rows:
-        return rows[0][0] == "1"
-    return (state_dir / "dlt" / PIPELINE_NAME).exists()
+    mark = _meta_get(con, _DLT_WORK)
+    return mark == "1" if mark is not None else (state_dir / "dlt" / PIPELINE_NAME).exists()
 
 
 def _mark_dlt_work(con: duckdb.DuckDBPyConnection, *, pending: bool) -> None:
-    con.execute("DELETE FROM meta WHERE key = ?", [_DLT_WORK])
-    con.execute("INSERT INTO meta VALUES (?, ?)", [_DLT_WORK, "1" if pending else "0"])
+    _meta_set(con, _DLT_WORK, "1" if pending else "0")
 
 
 def _load_pending(pipeline: Any) -> None:

@@ -7,10 +7,9 @@ then diffs against what was confirmed and resends only the rest.
 
 The file is staged in slices of ``stage_rows`` rows, each delivered and confirmed before
 the next is resolved (the next is only prepared meanwhile): memory stays bounded
-whatever the file's size. A lead whose rows fall
-in two slices is still one lead (the second slice finds it through the identity index
-the first one confirmed); only the order column's "latest wins" is then applied per
-slice, the later slice winning.
+whatever the file's size. A lead whose rows fall in two slices is still one lead (the
+second slice finds it through the identity index the first one confirmed); only the
+order column's "latest wins" is then applied per slice, the later slice winning.
 """
 
 from __future__ import annotations
@@ -244,7 +243,6 @@ def sync_file(path: str, opts: SinkOptions, *, source_label: str = "rows",
     slices = _slices(path, opts.stage_rows)
 
     def prepare_next() -> Staging | None:
-        _yield_to_delivery()
         table = next(slices, None)
         return None if table is None else prepare_table(table, opts, source_label=label)
 
@@ -253,7 +251,8 @@ def sync_file(path: str, opts: SinkOptions, *, source_label: str = "rows",
     # one of them idled before while the other staged. Resolving stays in order, after the
     # previous slice's confirmations are written, so a lead straddling two slices still
     # finds the entity the first one created. At most one slice waits prepared.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="outreach-magic-prepare") as pool:
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="outreach-magic-prepare",
+                            initializer=_yield_to_delivery) as pool:
         ahead: Future[Staging | None] = pool.submit(prepare_next)
         try:
             while (staging := ahead.result()) is not None:
@@ -265,21 +264,15 @@ def sync_file(path: str, opts: SinkOptions, *, source_label: str = "rows",
     return totals
 
 
-_yielded = threading.local()
-
-
 def _yield_to_delivery(step: int = 10) -> None:
-    """Lower the calling thread's CPU priority by ``step`` nice levels, once (Linux;
-    elsewhere a no-op).
+    """Lower the calling thread's CPU priority by ``step`` nice levels (Linux; elsewhere a
+    no-op). The helper thread's initializer: it runs once, in that thread.
 
     The helper thread prepares work ahead; the thread that resolves and delivers is the one
     the run waits for. On two busy cores (the sandbox, or other jobs, beside this process) the
     scheduler then gives the delivery the CPU first and the preparation the rest: paired
     1M-row child syncs of bench/sync.py were 0.1-1.6 s faster in each of five pairs.
     """
-    if getattr(_yielded, "done", False):
-        return
-    _yielded.done = True
     tid = threading.get_native_id()
     with contextlib.suppress(AttributeError, OSError):
         os.setpriority(os.PRIO_PROCESS, tid, min(os.getpriority(os.PRIO_PROCESS, tid) + step, 19))

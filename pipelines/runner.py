@@ -36,6 +36,7 @@ from destinations.outreach_magic.exceptions import (
     ConfigurationError,
     OutreachMagicError,
 )
+from destinations.outreach_magic.read_ahead import read_ahead
 from destinations.outreach_magic.sink import RunTotals, pop_totals, totals_for
 from destinations.outreach_magic.staging import conform, new_run_id
 
@@ -460,8 +461,15 @@ def run_sync(
 
                 _mark_dlt_work(con, pending=True)  # before dlt writes a package; cleared once loaded
                 pipeline = pipeline or make_pipeline()
-                pipeline.extract(dlt.resource(itertools.chain([first], pending), name="rows",
-                                              write_disposition="append"))
+                # The source is read, mapped and filtered one batch ahead, in a thread, while
+                # dlt writes the previous batch to its load file: the two halves of extract
+                # then share the two cores (Arrow, DuckDB and the Parquet writer release the GIL).
+                ahead = read_ahead(pending, name="outreach-magic-read")
+                try:
+                    pipeline.extract(dlt.resource(itertools.chain([first], ahead), name="rows",
+                                                  write_disposition="append"))
+                finally:
+                    ahead.close()  # the thread is done with the state connection before it closes
             con.close()
             if first is not None:
                 pipeline.normalize()

@@ -38,7 +38,6 @@ server itself would keep only the last.
 from __future__ import annotations
 
 import contextlib
-import queue
 import threading
 import time
 import uuid
@@ -55,6 +54,7 @@ import pyarrow.compute as pc
 
 from . import settings as s
 from .contract import validate_item
+from .read_ahead import read_ahead
 
 LEAD_IDS = s.LEAD_IDENTIFIERS
 COMPANY_IDS = s.COMPANY_IDENTIFIERS
@@ -822,52 +822,26 @@ class Staging:
         return stream
 
     def _stream_events(self, chunk_rows: int) -> Generator[tuple[int, bytes], None, None]:
-        """The events, written to JSON by DuckDB in a thread of their own.
+        """The events, written to JSON by DuckDB in a thread of their own (:func:`read_ahead`).
 
         The thread runs the query and converts each chunk to Python while the caller's
         thread (the delivery loop) sends the previous ones: DuckDB releases the GIL while it
         builds JSON, so that work overlaps the network instead of stalling the loop. At most
-        two chunks wait in the queue; closing the stream stops the thread.
+        two chunks wait; closing the stream stops the thread.
         """
         with self._con_lock:
             cur = self.con.cursor()
-        chunks: queue.Queue[tuple[list[int], list[bytes]] | BaseException | None] = queue.Queue(maxsize=2)
-        stop = threading.Event()
         sql = f"SELECT event_no, encode({self._json_sql()}) AS json FROM {self.out}"
 
-        def put(item: tuple[list[int], list[bytes]] | BaseException | None) -> bool:
-            while not stop.is_set():
-                try:
-                    chunks.put(item, timeout=0.1)
-                    return True
-                except queue.Full:
-                    continue
-            return False
-
-        def produce() -> None:
+        def chunks() -> Iterator[tuple[list[int], list[bytes]]]:
             try:
                 for batch in cur.sql(sql).to_arrow_reader(chunk_rows):
-                    if not put((batch.column(0).to_pylist(), batch.column(1).to_pylist())):
-                        return
-                put(None)
-            except BaseException as exc:  # re-raised in the consumer
-                put(exc)
+                    yield batch.column(0).to_pylist(), batch.column(1).to_pylist()
             finally:
                 cur.close()
 
-        thread = threading.Thread(target=produce, name="outreach-magic-events", daemon=True)
-        thread.start()
-        try:
-            while True:
-                item = chunks.get()
-                if item is None:
-                    return
-                if isinstance(item, BaseException):
-                    raise item
-                yield from zip(*item, strict=True)
-        finally:
-            stop.set()
-            thread.join()
+        for numbers, data in read_ahead(chunks(), depth=2, name="outreach-magic-events"):
+            yield from zip(numbers, data, strict=True)
 
     def samples(self, n: int = 3) -> list[dict[str, Any]]:
         """A few outgoing events, for ``--dry-run``."""

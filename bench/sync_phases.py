@@ -59,13 +59,15 @@ for name in ("extract", "normalize", "load"):
     wrap(Pipeline, name, f"dlt {name}")
 wrap(runner.RowFilter, "__call__", "read + row hashes")
 wrap(identifiers, "normalize_table", "prepare: normalize identifiers")
-for name in ("prepare", "resolve", "_group", "_aggregate", "_resolve", "_diff", "_build_events", "flush", "finish",
-             "close", "_write_applied"):
+for name in ("prepare", "resolve", "_group", "_aggregate", "_resolve", "_diff", "_build_events", "finish",
+             "close", "_write_applied", "_join_flusher", "_write_confirmed", "_remember_rows"):
     wrap(staging.Staging, name, {"_write_applied": "confirmation writes (background)",
                                  "prepare": "prepare (the next slice, in a thread)", "resolve": "resolve",
                                  "_group": "prepare: group", "_aggregate": "prepare: aggregate",
                                  "_resolve": "resolve: match entities",
-                                 "flush": "flush after a failed delivery",
+                                 "_join_flusher": "wait for a background write",
+                                 "_write_confirmed": "confirmation writes: merge into state",
+                                 "_remember_rows": "slice end: row hashes",
                                  "finish": "slice end: last writes + row hashes",
                                  "close": "close state (checkpoint)"}.get(name,
                                  "resolve: " + name.strip("_")))

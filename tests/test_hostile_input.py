@@ -250,7 +250,7 @@ def test_memory_stays_bounded_on_a_large_file(tmp_path: Path, sandbox_factory: A
 
     Bounded means: under a stated ceiling, and not growing in step with the input (3x the
     rows must cost well under 1.5x the peak). The child's own peak (VmHWM, see ``run_cli``)
-    measured 646-648 MB at 50k and 715-755 MB at 150k (1.10-1.17x) over three runs (it was
+    measured 648-657 MB at 50k and 731-770 MB at 150k (1.11-1.19x) over three runs (it was
     824-880 and 892-1,004 MB before the memory changes in RELIABILITY.md): the bounds leave
     room for noise, while memory growing in step with the rows (~145 MB of imports plus 3x
     the rest: ~2.2x) fails them.

@@ -43,6 +43,14 @@ MEMORY_LIMIT = os.environ.get("OUTREACH_MAGIC_DUCKDB_MEMORY", "128MB")
 # Paired 1M-row child syncs of bench/sync.py: 21.0-21.2 s with 1 thread, 23.5-23.6 s with
 # DuckDB's default (one per core, 2 here); the rerun the same (2.4-2.5 s).
 THREADS = int(os.environ.get("OUTREACH_MAGIC_DUCKDB_THREADS", "1"))
+# DuckDB folds the WAL into the file (a checkpoint) once the WAL passes this size. Each
+# checkpoint compresses the row groups appended since the last one and rewrites every table's
+# last, partly filled row group, so checkpoints more often than a row group fills (122,880
+# rows) compress the same rows several times: a 1M-row first sync spent 5-6 s of CPU in the
+# 15 commits that checkpointed at DuckDB's 16 MB. Paired 1M-row child syncs: 29.7/30.4 s at
+# 32 MB against 32.5/36.3 s at 16 MB, peak RSS 475-479 against 468-479 MB (64 MB: no faster
+# than 32, RSS up to 490 MB; the WAL's rows wait in memory until they are checkpointed).
+CHECKPOINT_THRESHOLD = os.environ.get("OUTREACH_MAGIC_DUCKDB_CHECKPOINT", "32MB")
 
 
 def _cols(fields: tuple[str, ...]) -> str:
@@ -112,6 +120,7 @@ def connect(
             con.execute(f"SET temp_directory = '{spill}'")
     con.execute("SET preserve_insertion_order = false")
     con.execute(f"SET threads = {THREADS}")
+    con.execute(f"SET checkpoint_threshold = '{CHECKPOINT_THRESHOLD}'")
     con.execute(SCHEMA)
     rows = con.execute("SELECT value FROM meta WHERE key = 'target'").fetchall()
     row = rows[0] if rows else None

@@ -1176,11 +1176,11 @@ def _normalize_column(
     name: str, column: pa.ChunkedArray | pa.Array, fast: bool, errors: list[RowIssue]
 ) -> pa.Array:
     kind = _KINDS[name]
-    if name == "tags" and (pa.types.is_list(column.type) or pa.types.is_large_list(column.type)):
-        return _normalize_tags_list(column, errors)
     out_type = pa.list_(pa.string()) if name == "tags" else pa.string()
     if column.null_count == len(column):  # exports rarely fill half the fields: cost nothing
         return pa.nulls(len(column), out_type)
+    if name == "tags" and (pa.types.is_list(column.type) or pa.types.is_large_list(column.type)):
+        return _normalize_tags_list(column, errors)
     arr = _as_string_array(column)
     sample = arr.slice(0, REPETITIVE_SAMPLE)
     ratio = REPETITIVE_RATIO_BY_FIELD.get(name, REPETITIVE_RATIO)

@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 _CHILD = r"""
-import collections, functools, json, resource, sys, time
+import collections, functools, json, resource, sys, threading, time
 sys.path.insert(0, sys.argv[4])
 started = time.perf_counter()
 import pipelines.runner as runner
@@ -59,26 +59,63 @@ for name in ("extract", "normalize", "load"):
     wrap(Pipeline, name, f"dlt {name}")
 wrap(runner.RowFilter, "__call__", "read + row hashes")
 wrap(identifiers, "normalize_table", "prepare: normalize identifiers")
-for name in ("prepare", "resolve", "_group", "_aggregate", "_resolve", "_diff", "_build_events", "finish",
-             "close", "_write_applied", "_join_flusher", "_write_confirmed", "_remember_rows"):
-    wrap(staging.Staging, name, {"_write_applied": "confirmation writes (background)",
-                                 "prepare": "prepare (the next slice, in a thread)", "resolve": "resolve",
+for name in ("prepare", "resolve", "re_resolve", "prime", "_group", "_aggregate", "_resolve", "_diff",
+             "_build_events", "close", "_write_applied", "_write_confirmed", "_remember_rows"):
+    wrap(staging.Staging, name, {"_write_applied": "writer: confirmation writes",
+                                 "prepare": "prepare (2 slices ahead, helper thread)",
+                                 "resolve": "resolve (1 slice ahead, resolve thread)",
+                                 "re_resolve": "resolve again (a guess failed)",
+                                 "prime": "resolve: start the events' JSON",
                                  "_group": "prepare: group", "_aggregate": "prepare: aggregate",
                                  "_resolve": "resolve: match entities",
-                                 "_join_flusher": "wait for a background write",
-                                 "_write_confirmed": "confirmation writes: merge into state",
-                                 "_remember_rows": "slice end: row hashes",
-                                 "finish": "slice end: last writes + row hashes",
-                                 "close": "close state (checkpoint)"}.get(name,
+                                 "_write_confirmed": "writer: merge into state",
+                                 "_remember_rows": "writer: row hashes",
+                                 "close": "close a slice's connection"}.get(name,
                                  "resolve: " + name.strip("_")))
-wrap(DeliveryClient, "deliver", "deliver")
+wrap(DeliveryClient, "deliver", "deliver (main thread)")
+import concurrent.futures as _cf
+_result = _cf.Future.result
+
+def _waiting(self, *args, **kwargs):
+    if threading.current_thread() is not _loader[0]:
+        return _result(self, *args, **kwargs)
+    t0 = time.perf_counter()
+    try:
+        return _result(self, *args, **kwargs)
+    finally:
+        seconds["deliver thread: wait for the next resolved slice or a write"] += time.perf_counter() - t0
+        calls["deliver thread: wait for the next resolved slice or a write"] += 1
+
+_cf.Future.result = _waiting
+_loader = [None]
+_sync_file = sink.sync_file
+
+def _marked(*args, **kwargs):
+    _loader[0] = threading.current_thread()
+    return _sync_file(*args, **kwargs)
+
+sink.sync_file = _marked
+import destinations.outreach_magic.destination as _destination
+_destination.sync_file = _marked
+_thread_cpu = collections.Counter()
+_run = threading.Thread.run
+
+def _counted(self):
+    c0 = time.thread_time()
+    try:
+        _run(self)
+    finally:
+        _thread_cpu[self.name.rstrip("_0123456789").split("-pool")[0]] += time.thread_time() - c0
+
+threading.Thread.run = _counted
 report = runner.run_sync(runner.SyncRequest(sources=[sys.argv[1]], api_key="bench-key", base_url=sys.argv[2],
                                             state_path=sys.argv[3], batch_size=500, concurrency=4))
 usage = resource.getrusage(resource.RUSAGE_SELF)
 hwm = next(int(line.split()[1]) / 1024 for line in open("/proc/self/status") if line.startswith("VmHWM:"))
 print(json.dumps({"total": time.perf_counter() - started, "imports": imported, "events": report.events,
                   "applied": report.applied, "phases": {k: [seconds[k], calls[k]] for k in seconds},
-                  "user": usage.ru_utime, "system": usage.ru_stime, "peak_rss_mb": hwm}))
+                  "user": usage.ru_utime, "system": usage.ru_stime, "peak_rss_mb": hwm,
+                  "threads": {**_thread_cpu, "MainThread (imports, dlt extract)": time.thread_time()}}))
 """
 
 
@@ -111,6 +148,8 @@ def main() -> None:
           f"{out['applied']:,} of {out['events']:,} events applied")
     for name, (secs, n) in sorted(out["phases"].items(), key=lambda kv: -kv[1][0]):
         print(f"  {name:<36} {secs:7.2f} s  ({n} calls)")
+    print("CPU per thread: " + ", ".join(f"{k} {v:.1f} s" for k, v in sorted(out["threads"].items(),
+                                                                              key=lambda kv: -kv[1])))
     print(f"CPU of the sync process: user {out['user']:.1f} s, system {out['system']:.1f} s; "
           f"peak RSS {out['peak_rss_mb']:.0f} MB; the sandbox's CPU {sandbox_cpu:.1f} s")
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())

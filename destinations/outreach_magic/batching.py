@@ -9,7 +9,7 @@ again here: the body is ``[`` + the items joined by ``,`` + ``]``.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +37,60 @@ class Batch:
             Batch(self.seq, self.keys[:mid], self.chunks[:mid]),
             Batch(self.seq, self.keys[mid:], self.chunks[mid:]),
         )
+
+
+@dataclass(frozen=True)
+class JoinedBatch:
+    """Items of one request already joined into its body by whoever built them (staging
+    writes a slice's batches in DuckDB: one bytes object a request instead of one an event).
+
+    ``sizes`` are the items' byte lengths, in body order: enough to cut the body again,
+    item by item, when the API answers 413 or the body is over the byte limit.
+    """
+
+    seq: int
+    keys: Sequence[Any]
+    joined: bytes
+    sizes: Sequence[int]
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def body(self) -> bytes:
+        return self.joined
+
+    def nbytes(self) -> int:
+        return len(self.joined)
+
+    def halves(self) -> tuple[JoinedBatch, JoinedBatch]:
+        mid = len(self.keys) // 2
+        return self.cut(0, mid), self.cut(mid, len(self.keys))
+
+    def cut(self, start: int, stop: int) -> JoinedBatch:
+        """Items ``start:stop`` as a batch of their own."""
+        begin = 1 + sum(self.sizes[:start]) + start  # "[" plus each earlier item and its ","
+        end = begin + sum(self.sizes[start:stop]) + (stop - start - 1)
+        return JoinedBatch(self.seq, self.keys[start:stop], b"[" + self.joined[begin:end] + b"]",
+                           self.sizes[start:stop])
+
+
+def fit(prebuilt: Iterable[JoinedBatch], *, max_items: int, max_bytes: int) -> Iterator[JoinedBatch]:
+    """Pass built batches through, cutting any over ``max_items`` items or ``max_bytes`` bytes
+    (the same greedy cut as :func:`batches`; an item over the byte limit on its own goes alone)."""
+    for batch in prebuilt:
+        if len(batch) <= max_items and batch.nbytes() <= max_bytes:
+            yield batch
+            continue
+        start, size, n = 0, 1, 0
+        for i, item in enumerate(batch.sizes):
+            added = item + 1
+            if n and (n >= max_items or size + added > max_bytes):
+                yield batch.cut(start, i)
+                start, size, n = i, 1, 0
+            size += added
+            n += 1
+        if n:
+            yield batch.cut(start, len(batch))
 
 
 def body_size(chunks: tuple[bytes, ...] | list[bytes]) -> int:

@@ -41,16 +41,16 @@ import ssl
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import Any, Literal, NamedTuple, Protocol
+from typing import Any, Literal, NamedTuple, Protocol, overload
 
 import httpx
 import orjson
 
 from . import settings
-from .batching import Batch, batches
+from .batching import Batch, JoinedBatch, batches, fit
 from .exceptions import (
     ApiContractError,
     ApiUnavailableError,
@@ -63,6 +63,7 @@ from .limiter import AdaptiveLimiter
 from .retry import TRANSPORT_ERRORS, Action, Jitter, MalformedResponse, RetryPolicy, decide, full_jitter
 
 Sleep = Callable[[float], Awaitable[Any]]
+AnyBatch = Batch | JoinedBatch
 OutcomeStatus = Literal["applied", "rejected", "failed"]
 
 PAYLOAD_TOO_LARGE_ERROR: dict[str, Any] = {
@@ -107,6 +108,81 @@ class ItemOutcome(NamedTuple):
     status: OutcomeStatus
     errors: Sequence[dict[str, Any]]  # rejected: the server's entries ({msg, type, loc}) for this item
     reason: str | None  # failed: why, e.g. "retries exhausted after HTTP 503"
+
+
+class Outcomes(Sequence[ItemOutcome]):
+    """What happened to the items of one batch, in the batch's order.
+
+    Usually every item was applied: then this holds the batch's keys and nothing per item
+    (an :class:`ItemOutcome` each cost 1 s of a 1M-event sync's delivery thread, building
+    them and reading them back). Items are built only when someone looks at them;
+    :attr:`all_applied` and :meth:`counts` answer without building any.
+    """
+
+    __slots__ = ("_items", "failed_reason", "keys", "rejected")
+
+    def __init__(self, keys: Sequence[Any], rejected: dict[int, list[dict[str, Any]]] | None = None,
+                 failed_reason: str | None = None) -> None:
+        self.keys = keys
+        self.rejected = rejected or {}  # index in the batch -> the server's error entries
+        self.failed_reason = failed_reason  # every item failed, for this reason
+        self._items: list[ItemOutcome] | None = None
+
+    @classmethod
+    def of(cls, items: list[ItemOutcome]) -> Outcomes:
+        """Outcomes given item by item (the halves of a split batch, put together)."""
+        out = cls([o.key for o in items])
+        out._items = items
+        return out
+
+    @property
+    def all_applied(self) -> bool:
+        return self._items is None and not self.rejected and self.failed_reason is None
+
+    def counts(self) -> tuple[int, int, int]:
+        """(applied, rejected, failed)."""
+        if self._items is not None:
+            statuses = [o.status for o in self._items]
+            applied, rejected = statuses.count("applied"), statuses.count("rejected")
+            return applied, rejected, len(statuses) - applied - rejected
+        if self.failed_reason is not None:
+            return 0, 0, len(self.keys)
+        return len(self.keys) - len(self.rejected), len(self.rejected), 0
+
+    def _built(self) -> list[ItemOutcome]:
+        if self._items is None:
+            keys = [k.item() if hasattr(k, "item") else k for k in self.keys]  # NumPy scalars as Python's
+            if self.failed_reason is not None:
+                self._items = [ItemOutcome(k, "failed", (), self.failed_reason) for k in keys]
+            else:
+                rejected = self.rejected
+                self._items = [
+                    ItemOutcome(k, "rejected", rejected[i], None) if i in rejected
+                    else ItemOutcome(k, "applied", (), None)
+                    for i, k in enumerate(keys)
+                ]
+        return self._items
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    @overload
+    def __getitem__(self, index: int) -> ItemOutcome: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[ItemOutcome]: ...
+
+    def __getitem__(self, index: int | slice) -> ItemOutcome | list[ItemOutcome]:
+        return self._built()[index]
+
+    def __iter__(self) -> Iterator[ItemOutcome]:
+        return iter(self._built())
+
+    def __add__(self, other: Outcomes) -> Outcomes:
+        return Outcomes.of([*self, *other])
+
+    def __repr__(self) -> str:
+        return f"Outcomes({list(self)!r})"
 
 
 @dataclass
@@ -233,7 +309,7 @@ class _Stopped(Exception):
 
 # Report one batch's outcomes (if any), then pull up to ``want`` new batches: one call, so
 # that a loop in a worker thread crosses over to the caller's thread once per batch.
-Exchange = Callable[[list[ItemOutcome] | None, int], Awaitable[list[Batch]]]
+Exchange = Callable[[Outcomes | None, int], Awaitable[list[AnyBatch]]]
 
 
 class _Run:
@@ -257,7 +333,7 @@ class _Run:
         window = c.max_concurrency + 1  # batches handed to the network and not yet reported
         outstanding = 0
         exhausted = False
-        to_report: list[ItemOutcome] | None = None
+        to_report: Outcomes | None = None
         try:
             async with self._http() as http:
                 while True:
@@ -316,7 +392,7 @@ class _Run:
             follow_redirects=False,
         ))
 
-    async def run_batch(self, http: _Poster, batch: Batch, finished: asyncio.Queue[Any]) -> None:
+    async def run_batch(self, http: _Poster, batch: AnyBatch, finished: asyncio.Queue[Any]) -> None:
         try:
             outcomes = await self.deliver_batch(http, batch)
         except _Fatal as fatal:
@@ -332,7 +408,7 @@ class _Run:
         else:
             finished.put_nowait(("outcomes", outcomes))
 
-    async def deliver_batch(self, http: _Poster, batch: Batch) -> list[ItemOutcome]:
+    async def deliver_batch(self, http: _Poster, batch: AnyBatch) -> Outcomes:
         c, stats, limiter = self.client, self.stats, self.limiter
         assert limiter is not None
         body = batch.body()
@@ -369,12 +445,7 @@ class _Run:
                 await limiter.release()
             if action is Action.ACCEPT:
                 limiter.succeeded()
-                return [
-                    ItemOutcome(key, "rejected", parsed[i], None)
-                    if i in parsed
-                    else ItemOutcome(key, "applied", (), None)
-                    for i, key in enumerate(batch.keys)
-                ]
+                return Outcomes(batch.keys, parsed)
             if action in (Action.RETRY, Action.THROTTLE):
                 stats.retries += 1
                 if action is Action.THROTTLE:
@@ -390,7 +461,7 @@ class _Run:
                 a, b = await asyncio.gather(self.deliver_batch(http, first), self.deliver_batch(http, second))
                 return a + b
             if action is Action.REJECT_ITEM:
-                return [ItemOutcome(batch.keys[0], "rejected", [dict(PAYLOAD_TOO_LARGE_ERROR)], None)]
+                return Outcomes(batch.keys, {0: [dict(PAYLOAD_TOO_LARGE_ERROR)]})
             if action is Action.GIVE_UP:
                 if not self.got_response:
                     raise _Fatal(
@@ -400,7 +471,7 @@ class _Run:
                         )
                     )
                 reason = f"retries exhausted after {decision.reason}"
-                return [ItemOutcome(key, "failed", (), reason) for key in batch.keys]
+                return Outcomes(batch.keys, failed_reason=reason)
             assert isinstance(result, httpx.Response)
             if action is Action.AUTH_ERROR:
                 raise _Fatal(
@@ -501,7 +572,7 @@ class DeliveryClient:
     def deliver(
         self,
         items: Iterable[tuple[Any, bytes]],
-        on_outcomes: Callable[[list[ItemOutcome]], None],
+        on_outcomes: Callable[[Outcomes], None],
         *,
         on_progress: Callable[[int], None] | None = None,
     ) -> DeliveryStats:
@@ -512,20 +583,39 @@ class DeliveryClient:
         :class:`ApiContractError` (other 4xx) and :class:`ApiUnavailableError` (no HTTP
         response at all); after such an error nothing more is reported.
         """
+        pending = batches(items, max_items=self.batch_size, max_bytes=self.max_batch_bytes)
+        return self._deliver(pending, on_outcomes, on_progress)
+
+    def deliver_batches(
+        self,
+        prebuilt: Iterable[JoinedBatch],
+        on_outcomes: Callable[[Outcomes], None],
+        *,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> DeliveryStats:
+        """:meth:`deliver` for items the caller already joined into request bodies; a batch
+        over ``batch_size`` items or ``max_batch_bytes`` bytes is cut first."""
+        pending = fit(prebuilt, max_items=self.batch_size, max_bytes=self.max_batch_bytes)
+        return self._deliver(pending, on_outcomes, on_progress)
+
+    def _deliver(
+        self,
+        pending: Iterator[AnyBatch],
+        on_outcomes: Callable[[Outcomes], None],
+        on_progress: Callable[[int], None] | None,
+    ) -> DeliveryStats:
         started = time.perf_counter()
         run = _Run(self)
         stats = run.stats
-        pending = batches(items, max_items=self.batch_size, max_bytes=self.max_batch_bytes)
         done = 0
 
-        def exchange(outcomes: list[ItemOutcome] | None, want: int) -> list[Batch]:
+        def exchange(outcomes: Outcomes | None, want: int) -> list[AnyBatch]:
             nonlocal done
             if outcomes is not None:
-                statuses = [outcome.status for outcome in outcomes]
-                applied, rejected = statuses.count("applied"), statuses.count("rejected")
+                applied, rejected, failed = outcomes.counts()
                 stats.applied += applied
                 stats.rejected += rejected
-                stats.failed += len(statuses) - applied - rejected
+                stats.failed += failed
                 done += len(outcomes)
                 on_outcomes(outcomes)
                 if on_progress is not None:
@@ -572,7 +662,7 @@ def _here(fn: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
     return call
 
 
-def _run_beside_loop(run: _Run, exchange: Callable[[list[ItemOutcome] | None, int], list[Batch]]) -> None:
+def _run_beside_loop(run: _Run, exchange: Callable[[Outcomes | None, int], list[AnyBatch]]) -> None:
     """Run the delivery loop in a worker thread, serving its ``exchange`` calls here.
 
     Used only when the calling thread already runs an event loop (Airflow, Dagster,

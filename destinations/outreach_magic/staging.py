@@ -37,14 +37,17 @@ server itself would keep only the last.
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import itertools
 import threading
 import time
 import uuid
 import zlib
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import duckdb
 import numpy as np
@@ -53,16 +56,19 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import settings as s
+from .batching import JoinedBatch
 from .contract import validate_item
+from .identity_filter import IdentityFilter
 from .read_ahead import read_ahead
 
+T = TypeVar("T")
 LEAD_IDS = s.LEAD_IDENTIFIERS
 COMPANY_IDS = s.COMPANY_IDENTIFIERS
 WS_ATTRS = s.WORKSPACE_ATTRIBUTES
 STRING_FIELDS = tuple(f for f in s.CANONICAL_FIELDS if f != "tags")
 META = ("_om_source", "_om_row", "_om_order", "_om_hash")
 # Confirmations are written to the state in flushes of this many items (or at the end).
-FLUSH_ITEMS = 20_000
+FLUSH_ITEMS = 60_000
 MAX_LEDGER_VALUE = 300
 
 
@@ -252,16 +258,27 @@ class Staging:
         retry_rejected: bool = False,
         record: bool = True,
         partition: tuple[int, int] | None = None,
+        known: IdentityFilter | None = None,
+        writer: Executor | None = None,
     ) -> None:
         self.con = con
+        self.known = known  # identifiers the index may hold: lets a slice of new ones skip the join
         # (i, n): keep only the leads (and company-only rows) whose key hashes to i of n,
         # so that n workers with n state files split one source between them.
         self.partition = partition
         # Staging tables live in memory; t_out sits in an attached in-memory database
         # rather than TEMP so that a cursor (another connection) can stream it.
         con.execute("ATTACH IF NOT EXISTS ':memory:' AS work")
-        # One name per pass: passes of consecutive slices may overlap (see sink.py).
-        self.out = f"work.t_out_{uuid.uuid4().hex[:16]}"
+        # One name per pass: passes of consecutive slices may overlap (see sink.py). The events
+        # table and the identifiers this pass would add to the state live in the shared
+        # in-memory database ``work``, so that the next slice, resolved while this one is
+        # delivered, can read them (see :meth:`resolve`'s ``pending``).
+        uid = uuid.uuid4().hex[:16]
+        self.out = f"work.t_out_{uid}"
+        self.newids = {"l": f"work.l_newids_{uid}", "c": f"work.c_newids_{uid}"}
+        self.speculative = False  # resolved against an earlier pass's unconfirmed events
+        self._resolved_report: StageReport | None = None
+        self._primed: tuple[int, JoinedBatch, Iterator[JoinedBatch]] | None = None
         self.run_id = run_id or uuid.uuid4().hex
         self.full_refresh = full_refresh
         self.retry_rejected = retry_rejected
@@ -269,13 +286,19 @@ class Staging:
         self.report = StageReport()
         self.present: list[str] = list(s.CANONICAL_FIELDS)
         self.has_order = False
-        self._applied: list[int] = []
-        # Confirmations are written by one background thread while delivery goes on (see
-        # confirm); the lock keeps the main connection to one thread at a time.
-        self._flusher: threading.Thread | None = None
-        self._flush_error: BaseException | None = None
+        # Confirmed event numbers not yet handed to the writer: the chunks as they came (a
+        # batch's keys, often a NumPy array), joined into one array when written.
+        self._applied: list[Any] = []
+        self._applied_n = 0
+        self._written = 0  # confirmations written so far (by the writer thread)
+        # Confirmations are written by a writer thread while delivery goes on (see confirm):
+        # the sink's, shared by the passes of one file so that their writes land in order, or
+        # one of this pass's own. The lock keeps the main connection to one thread at a time.
+        self._writer = writer
+        self._own_writer: ThreadPoolExecutor | None = None
+        self._writes: collections.deque[Future[Any]] = collections.deque()
         self._con_lock = threading.Lock()
-        self._streams: list[Generator[tuple[int, bytes], None, None]] = []
+        self._streams: list[Generator[Any, None, None]] = []
         self._issues: list[RowIssue] = []
         self._partial: list[RowIssue] = []
         self._sources: list[str] = []
@@ -339,23 +362,67 @@ class Staging:
         self._aggregate()
         self._narrow_rows()
 
-    def resolve(self) -> StageReport:
+    def resolve(self, pending: Sequence[Staging] = ()) -> StageReport:
         """Match the prepared groups to known entities, diff, and build the events (``t_out``).
 
-        Reads the identity index and the confirmed values, so it runs after every earlier
-        slice's confirmations are written; the ledger is written here too, so that all of a
-        pass's state writes happen in this order.
+        Reads the identity index and the confirmed values, so it needs every earlier slice's
+        confirmations written; the ledger is written here too, so that all of a pass's state
+        writes happen in this order.
+
+        With ``pending`` (earlier slices' passes, oldest first, delivered or being delivered,
+        whose confirmations may not all be written yet), it needs every earlier slice's
+        confirmations but theirs: the pending passes' events are taken as confirmed, their new
+        identifiers as known and their values laid over the state's in order, exactly as
+        their confirmation writes will merge them (:data:`_STATE_MERGES`). Then this slice can
+        be matched and diffed while the previous one is delivered, instead of between two
+        deliveries. The guess holds if the API applies every one of those events; if it does
+        not, the caller calls :meth:`re_resolve` once their confirmations are written. Their
+        writes may land while this runs: a value already merged into the state and laid over
+        again is the same value.
         """
         self._record_invalid()
-        self._resolve(LEAD_IDS, "l")
-        self._resolve(COMPANY_IDS, "c")
-        self._diff()
-        self._drop(*_AGGREGATES)
+        self._resolved_report = StageReport(
+            events=self.report.events, merged=self.report.merged, unchanged=self.report.unchanged,
+            skipped_rejected=self.report.skipped_rejected)
+        pending = [p for p in pending if p.report.events]  # a pass that sent nothing adds nothing
+        self.speculative = bool(pending)
+        self._resolve(LEAD_IDS, "l", pending)
+        self._resolve(COMPANY_IDS, "c", pending)
+        self._diff(pending)
+        # What a re-resolve starts from is kept until the guess is confirmed (:meth:`accept`).
+        prepared = ("l_groups", "c_groups", *_AGGREGATES)
+        if not self.speculative:
+            self._drop(*_AGGREGATES)
         self._build_events()
-        self._drop("t_lead_ev", "c_changed", "d_lead", "d_comp", "d_lead_ws", "d_comp_ws", "d_conn", "l_groups",
-                   "c_groups", "l_entity", "c_entity")
-        self.con.execute("CREATE OR REPLACE TEMP TABLE t_confirmed (event_no BIGINT)")
+        self._drop("t_lead_ev", "c_changed", "d_lead", "d_comp", "d_lead_ws", "d_comp_ws", "d_conn", "l_entity",
+                   "c_entity", *(() if self.speculative else prepared))
+        for name in ("t_confirmed (event_no BIGINT)", "l_written (g BIGINT)", "c_written (g BIGINT)"):
+            self.con.execute(f"CREATE OR REPLACE TEMP TABLE {name}")
         return self.report
+
+    def accept(self) -> None:
+        """The pending pass's events were all applied: the speculative resolve stands."""
+        if self.speculative:
+            self.speculative = False
+            self._drop("l_groups", "c_groups", *_AGGREGATES)
+
+    def re_resolve(self) -> StageReport:
+        """Resolve again against the state as it is written now.
+
+        For a speculative resolve whose pending pass did not have every event applied: its
+        new identifiers and values were taken as known, and some are not. Nothing of this
+        pass was sent or written yet, so its events are dropped and built anew.
+        """
+        for stream in self._streams:
+            stream.close()
+        self._streams.clear()
+        self._primed = None
+        self._drop(self.out, *self.newids.values())
+        done = self._resolved_report
+        assert done is not None, "re_resolve() before resolve()"
+        for name in ("events", "merged", "unchanged", "skipped_rejected"):
+            setattr(self.report, name, getattr(done, name))
+        return self.resolve()
 
     def _narrow_rows(self) -> None:
         """Once the groups are merged, keep of the slice's rows only what is still read: where
@@ -456,9 +523,11 @@ class Staging:
         cols = ", ".join(id_cols)
         con.execute(
             # A tuple's id is its first row: unique (a row has one tuple) and in row order,
-            # with no sorting window to number the tuples.
-            f"CREATE OR REPLACE TEMP TABLE {prefix}_tuples AS SELECT first_rid AS tid, * "
-            f"FROM (SELECT {cols}, min(_rid) AS first_rid FROM t_rows WHERE {_any(id_cols)} GROUP BY ALL)"
+            # with no sorting window to number the tuples. Its rows come along as a list, so
+            # that rows find their tuple by unnesting it rather than by a join on every
+            # identifier column (12 -> 2 ms a 50,000-row slice, measured alone).
+            f"CREATE OR REPLACE TEMP TABLE {prefix}_tuples AS SELECT min(_rid) AS tid, count(*) AS n, "
+            f"list(_rid) AS rids, {cols} FROM t_rows WHERE {_any(id_cols)} GROUP BY ALL"
         )
         shared = " UNION ".join(
             f"SELECT tid FROM {prefix}_tuples WHERE {c} IN "
@@ -472,22 +541,26 @@ class Staging:
             con.register("t_map", pa.table({"tid": list(mapping), "gid": list(mapping.values())}))
             con.execute(f"INSERT INTO {prefix}_map SELECT * FROM t_map")
             con.unregister("t_map")
-        join = " AND ".join(f"r.{c} IS NOT DISTINCT FROM t.{c}" for c in id_cols)
+        # ``single``: the row is its group's only row (a tuple of one row, linked to no other),
+        # which is most rows of most sources; merging such a group is a copy (see _aggregate).
         con.execute(
-            f"CREATE OR REPLACE TEMP TABLE {prefix}_rowgroup AS SELECT r._rid, coalesce(m.gid, t.tid) AS g "
-            f"FROM t_rows r JOIN {prefix}_tuples t ON {join} LEFT JOIN {prefix}_map m ON m.tid = t.tid"
+            f"CREATE OR REPLACE TEMP TABLE {prefix}_rowgroup AS SELECT unnest(t.rids) AS _rid, "
+            f"coalesce(m.gid, t.tid) AS g, m.tid IS NULL AND t.n = 1 AS single "
+            f"FROM {prefix}_tuples t LEFT JOIN {prefix}_map m ON m.tid = t.tid"
         )
-        # The group's identifiers: no conflicts inside a group, so max() is the one value per kind.
+        # The group's identifiers: a tuple linked to no other is its group as it is; a linked
+        # group has no conflicts inside, so max() is the one value per kind.
         con.execute(
-            f"CREATE OR REPLACE TEMP TABLE {prefix}_groups AS SELECT g, "
+            f"CREATE OR REPLACE TEMP TABLE {prefix}_groups AS SELECT tid AS g, {cols} FROM {prefix}_tuples "
+            f"WHERE tid NOT IN (SELECT tid FROM {prefix}_map) UNION ALL SELECT m.gid AS g, "
             + ", ".join(f"max({c}) AS {c}" for c in id_cols)
-            + f" FROM {prefix}_tuples t LEFT JOIN {prefix}_map m ON m.tid = t.tid, "
-            f"LATERAL (SELECT coalesce(m.gid, t.tid) AS g) GROUP BY g"
+            + f" FROM {prefix}_tuples t JOIN {prefix}_map m ON m.tid = t.tid GROUP BY m.gid"
         )
 
-    def _resolve(self, id_cols: tuple[str, ...], prefix: str) -> None:
+    def _resolve(self, id_cols: tuple[str, ...], prefix: str, pending: Sequence[Staging] = ()) -> None:
         """Give every group of ``{prefix}_groups`` its entity: a known one by the identity
-        index, in matching priority, else a new one (``{prefix}_entity``)."""
+        index (and the identifiers ``pending`` is adding to it), in matching priority, else a
+        new one (``{prefix}_entity``)."""
         con = self.con
         entity_type = "lead" if prefix == "l" else "company"
         unpivot = " UNION ALL ".join(
@@ -497,10 +570,30 @@ class Staging:
         # One scan of the identity index per side: every identifier with the entity it is
         # known as (NULL: not known yet). Three joins against it (hit, new_ids, new
         # identifiers) read the whole index three times (1M-row sync: 9.5 -> 6.7 s in _group).
+        # A pending pass's new identifiers are one more, small join: its list keeps every one
+        # (written to the index or not yet), each with the entity the index has or will have;
+        # a value is new in one pass at most (the later ones found it pending).
+        # The identity filter (when the sink gives one) skips both joins for a slice none of
+        # whose identifiers the index or the pending pass can hold (see identity_filter.py).
+        known, joins = "i.entity_id", (
+            f" LEFT JOIN identity i ON i.entity_type = '{entity_type}' AND i.kind = ids.kind AND i.value = ids.value")
+        for k, earlier in enumerate(pending):
+            known = f"coalesce({known}, p{k}.e)"
+            joins += f" LEFT JOIN {earlier.newids[prefix]} p{k} ON p{k}.kind = ids.kind AND p{k}.value = ids.value"
+        source = f"({unpivot})"
+        if self.known is not None:
+            self.known.load(con)
+            con.execute(
+                f"CREATE OR REPLACE TEMP TABLE {prefix}_probe AS "
+                f"SELECT *, hash('{entity_type}', kind, value) AS h FROM {source}"
+            )
+            source = f"{prefix}_probe"
+            hashes = con.execute(f"SELECT h FROM {source}").fetchnumpy()["h"]
+            if not self.known.may_hold_any(hashes):
+                known, joins = "NULL::BIGINT", ""
         con.execute(
-            f"CREATE OR REPLACE TEMP TABLE {prefix}_ids AS WITH ids AS ({unpivot}) "
-            f"SELECT ids.g, ids.kind, ids.value, ids.prio, i.entity_id FROM ids LEFT JOIN identity i "
-            f"ON i.entity_type = '{entity_type}' AND i.kind = ids.kind AND i.value = ids.value"
+            f"CREATE OR REPLACE TEMP TABLE {prefix}_ids AS "
+            f"SELECT ids.g, ids.kind, ids.value, ids.prio, {known} AS entity_id FROM {source} ids{joins}"
         )
         con.execute(
             f"CREATE OR REPLACE TEMP TABLE {prefix}_entity AS "
@@ -513,11 +606,14 @@ class Staging:
         # Identifiers the state does not know yet, each owned by one group (the first),
         # written to ``identity`` when an event of that group is confirmed.
         con.execute(
-            f"CREATE OR REPLACE TEMP TABLE {prefix}_newids AS SELECT n.g, n.kind, n.value, en.e "
+            f"CREATE OR REPLACE TABLE {self.newids[prefix]} AS SELECT n.g, n.kind, n.value, en.e "
             f"FROM (SELECT min(g) AS g, kind, value FROM {prefix}_ids WHERE entity_id IS NULL "
             f"GROUP BY kind, value) n JOIN {prefix}_entity en USING (g)"
         )
-        con.execute(f"DROP TABLE {prefix}_ids")
+        if self.known is not None:
+            self.known.add(con.execute(
+                f"SELECT hash('{entity_type}', kind, value) AS h FROM {self.newids[prefix]}").fetchnumpy()["h"])
+        self._drop(f"{prefix}_ids", f"{prefix}_probe")
 
     def _group(self) -> None:
         self._cluster(LEAD_IDS, "l")
@@ -531,7 +627,7 @@ class Staging:
         self.con.execute("DROP VIEW IF EXISTS t_rg")
         self.con.execute("DROP TABLE IF EXISTS t_rg")
         self.con.execute(
-            f"CREATE TEMP {kind} t_rg AS SELECT r.*, lg.g AS lg, cg.g AS cg, "
+            f"CREATE TEMP {kind} t_rg AS SELECT r.*, lg.g AS lg, cg.g AS cg, lg.single AS lsingle, "
             f"{ordering} AS _ord "
             "FROM t_rows r LEFT JOIN l_rowgroup lg USING (_rid) LEFT JOIN c_rowgroup cg USING (_rid)"
         )
@@ -592,12 +688,18 @@ class Staging:
                 for c in cols
             )
 
-        # Leads: attributes, platform, and the company they were last named with.
+        def alone(cols: Iterable[str]) -> str:
+            return ", ".join(c if c in present else f"{_null(c)} AS {c}" for c in cols)
+
+        # Leads: attributes, platform, and the company they were last named with. A lead of
+        # one row is that row: copied, not aggregated (the aggregate cost 3x the copy).
         con.execute(
-            f"CREATE OR REPLACE TEMP TABLE m_lead AS SELECT lg AS g, {latest(s.LEAD_ATTRIBUTES)}, "
+            f"CREATE OR REPLACE TEMP TABLE m_lead AS SELECT lg AS g, {alone(s.LEAD_ATTRIBUTES)}, platform, cg, "
+            f"1::BIGINT AS n FROM t_rg WHERE lg IS NOT NULL AND lsingle UNION ALL "
+            f"SELECT lg AS g, {latest(s.LEAD_ATTRIBUTES)}, "
             f"arg_max(platform, _ord) FILTER (WHERE platform IS NOT NULL) AS platform, "
             f"arg_max(cg, _ord) FILTER (WHERE cg IS NOT NULL) AS cg, count(*) AS n "
-            f"FROM t_rg WHERE lg IS NOT NULL GROUP BY lg"
+            f"FROM t_rg WHERE lg IS NOT NULL AND NOT lsingle GROUP BY lg"
         )
         con.execute(
             f"CREATE OR REPLACE TEMP TABLE m_comp AS SELECT cg AS g, {latest(s.COMPANY_ATTRIBUTES)}, "
@@ -617,15 +719,34 @@ class Staging:
             "WHERE lg IS NOT NULL AND sender IS NOT NULL GROUP BY lg, sender"
         )
 
-    def _diff(self) -> None:
-        """Compare the merged groups (``m_*``) with what the API confirmed (``d_*``)."""
+    def _diff(self, pending: Sequence[Staging] = ()) -> None:
+        """Compare the merged groups (``m_*``) with what the API confirmed (``d_*``): the state,
+        with ``pending``'s events laid over it (see :meth:`resolve`)."""
         con = self.con
         refresh = "TRUE" if self.full_refresh else "FALSE"
         present = set(self.present)
 
-        def changed(cols: Iterable[str], state: str = "st") -> str:
+        def prior(table: str, on: str) -> tuple[str, Callable[[str], str]]:
+            """Joins that give each merged row the stored values of ``table`` (``on`` names the
+            joined alias ``{t}``), and the SQL of one stored value."""
+            joins = f"LEFT JOIN {table} st ON {on.format(t='st')}"
+            m = _MERGE_BY_TABLE[table]
+            # Only the pending events of entities this slice has: the rest cannot join.
+            entity = m.keys[0][1]  # le or ce
+            mine = f"{entity} IN (SELECT e FROM {'l_entity' if entity == 'le' else 'c_entity'})"
+            layers = ["st"]  # the newest first
+            for k, earlier in enumerate(pending):
+                if m.needs is None or m.needs in earlier.present:
+                    overlay = _latest_values(m, earlier.out, f"{m.where} AND {mine}", earlier.present)
+                    joins += f" LEFT JOIN {overlay} pv{k} ON {on.format(t=f'pv{k}')}"
+                    layers.insert(0, f"pv{k}")
+            if len(layers) == 1:
+                return joins, lambda c: f"st.{c}"
+            return joins, lambda c: "coalesce(" + ", ".join(f"{t}.{c}" for t in layers) + ")"
+
+        def changed(cols: Iterable[str], stored: Callable[[str], str]) -> str:
             return ", ".join(
-                f"CASE WHEN {refresh} OR m.{c} IS DISTINCT FROM {state}.{c} THEN m.{c} END AS {c}"
+                f"CASE WHEN {refresh} OR m.{c} IS DISTINCT FROM {stored(c)} THEN m.{c} END AS {c}"
                 if c in present else f"{_null(c)} AS {c}"
                 for c in cols
             )
@@ -633,31 +754,32 @@ class Staging:
         def any_changed(cols: Iterable[str]) -> str:
             return _any(cols) if cols else "FALSE"
 
+        joins, stored = prior("lead_state", "{t}.entity_id = le.e")
         con.execute(
             f"CREATE OR REPLACE TEMP TABLE d_lead AS SELECT m.g, le.e, le.new_ids, le.is_new AS le_new, m.platform, "
             f"m.cg, ce.e AS ce, ce.is_new AS ce_new, "
-            f"{changed(s.LEAD_ATTRIBUTES)}, "
-            f"({refresh} OR ce.e IS DISTINCT FROM st.company_entity_id AND ce.e IS NOT NULL) AS link_changed "
-            f"FROM m_lead m JOIN l_entity le ON le.g = m.g LEFT JOIN c_entity ce ON ce.g = m.cg "
-            f"LEFT JOIN lead_state st ON st.entity_id = le.e"
+            f"{changed(s.LEAD_ATTRIBUTES, stored)}, "
+            f"({refresh} OR ce.e IS DISTINCT FROM {stored('company_entity_id')} AND ce.e IS NOT NULL) AS link_changed "
+            f"FROM m_lead m JOIN l_entity le ON le.g = m.g LEFT JOIN c_entity ce ON ce.g = m.cg {joins}"
         )
+        joins, stored = prior("company_state", "{t}.entity_id = ce.e")
         con.execute(
             f"CREATE OR REPLACE TEMP TABLE d_comp AS SELECT m.g, ce.e, ce.new_ids, ce.is_new, m.platform, m.alone, "
-            f"{changed(s.COMPANY_ATTRIBUTES)} FROM m_comp m JOIN c_entity ce ON ce.g = m.g "
-            f"LEFT JOIN company_state st ON st.entity_id = ce.e"
+            f"{changed(s.COMPANY_ATTRIBUTES, stored)} FROM m_comp m JOIN c_entity ce ON ce.g = m.g {joins}"
         )
-        for scope, ent, state in (("lead", "l_entity", "lead_ws_state"), ("comp", "c_entity", "company_ws_state")):
+        for scope, ent, table in (("lead", "l_entity", "lead_ws_state"), ("comp", "c_entity", "company_ws_state")):
+            joins, stored = prior(table, "{t}.entity_id = en.e AND {t}.workspace_id = m.workspace_id")
             con.execute(
                 f"CREATE OR REPLACE TEMP TABLE d_{scope}_ws AS "
-                f"SELECT m.g, m.workspace_id, {changed(WS_ATTRS)} FROM m_{scope}_ws m JOIN {ent} en ON en.g = m.g "
-                f"LEFT JOIN {state} st ON st.entity_id = en.e AND st.workspace_id = m.workspace_id"
+                f"SELECT m.g, m.workspace_id, {changed(WS_ATTRS, stored)} FROM m_{scope}_ws m "
+                f"JOIN {ent} en ON en.g = m.g {joins}"
             )
             con.execute(f"DELETE FROM d_{scope}_ws WHERE NOT {any_changed(WS_ATTRS)}")
+        joins, stored = prior("conn_state", "{t}.entity_id = en.e AND {t}.sender = m.sender")
         con.execute(
             "CREATE OR REPLACE TEMP TABLE d_conn AS "
-            f"SELECT m.g, m.sender, m.linkedin_connection_level FROM m_conn m JOIN l_entity en ON en.g = m.g "
-            f"LEFT JOIN conn_state st ON st.entity_id = en.e AND st.sender = m.sender "
-            f"WHERE {refresh} OR m.linkedin_connection_level IS DISTINCT FROM st.linkedin_connection_level"
+            f"SELECT m.g, m.sender, m.linkedin_connection_level FROM m_conn m JOIN l_entity en ON en.g = m.g {joins} "
+            f"WHERE {refresh} OR m.linkedin_connection_level IS DISTINCT FROM {stored('linkedin_connection_level')}"
         )
 
     # -------------------------------------------------------------- events
@@ -809,7 +931,8 @@ class Staging:
 
     # ---------------------------------------------------------- delivery I/O
     def events(self, chunk_rows: int = 10_000) -> Iterator[tuple[int, bytes]]:
-        """Yield ``(event_no, JSON bytes)`` for every event, streaming.
+        """Yield ``(event_no, JSON bytes)`` for every event, streaming (a dry run's samples,
+        and callers of their own; the sink sends :meth:`request_batches`).
 
         A cursor (its own connection to the same database) streams the pass's events table, so the
         delivery callbacks can write confirmations through the main connection meanwhile.
@@ -817,31 +940,100 @@ class Staging:
         the generator alive, and its Arrow reader would keep the database file open (another
         connection to it with other settings then fails) until the garbage collector ran.
         """
-        stream = self._stream_events(chunk_rows)
+        stream = self._stream(self._event_chunks(chunk_rows))
+        return (item for numbers, data in stream for item in zip(numbers, data, strict=True))
+
+    def request_batches(self, batch_size: int) -> Iterator[JoinedBatch]:
+        """The events as request bodies of ``batch_size`` events each, joined by DuckDB.
+
+        One bytes object a request rather than one an event: the delivery thread then handles
+        2,000 objects for 1M events instead of 1M tuples of a key and its bytes (batching them,
+        reporting them, confirming them cost about 2 s of a 1M-event sync's CPU). Written in
+        a thread beside the delivery (see :meth:`_stream`); :meth:`prime` starts it early.
+        """
+        if self._primed is not None and self._primed[0] == batch_size:
+            _size, first, rest = self._primed
+            self._primed = None
+            return itertools.chain([first], rest)
+        self._primed = None
+        stream = self._stream(self._batch_chunks(batch_size))
+        return (batch for chunk in stream for batch in chunk)
+
+    def prime(self, batch_size: int) -> None:
+        """Start writing the first request bodies now, so that delivery finds them ready.
+
+        The sink primes a slice as soon as it is resolved, while the previous one is
+        delivered: started when the delivery starts, the first bodies kept the API idle for
+        the time DuckDB took to write them (30-45 ms a slice before, measured).
+        """
+        stream = self.request_batches(batch_size)
+        first = next(stream, None)
+        if first is not None:
+            self._primed = (batch_size, first, stream)
+
+    def _stream(self, chunks: Iterator[T]) -> Iterator[T]:
+        """``chunks`` produced by a thread of their own (:func:`read_ahead`), at most two ahead.
+
+        DuckDB releases the GIL while it builds the JSON, so that work overlaps the network
+        instead of stalling the delivery loop; closing the stream (or :meth:`close`) stops
+        the thread.
+        """
+        stream = read_ahead(chunks, depth=1, name="outreach-magic-events")
         self._streams.append(stream)
         return stream
 
-    def _stream_events(self, chunk_rows: int) -> Generator[tuple[int, bytes], None, None]:
-        """The events, written to JSON by DuckDB in a thread of their own (:func:`read_ahead`).
+    def _ranges(self, cur: duckdb.DuckDBPyConnection, rows: int) -> Iterator[tuple[int, int]]:
+        """Event numbers ``rows`` at a time: one query per range rather than one query read in
+        batches, since DuckDB builds a query's whole Arrow result before it hands over the
+        first batch (the JSON of a 50,000-event slice: about 30 MB, 30 ms before the first
+        event); a range is a filter on one integer column, and JSON for those rows only."""
+        last = cur.execute(f"SELECT max(event_no) FROM {self.out}").fetchall()[0][0] or 0
+        for start in range(1, last + 1, rows):
+            yield start, start + rows - 1
 
-        The thread runs the query and converts each chunk to Python while the caller's
-        thread (the delivery loop) sends the previous ones: DuckDB releases the GIL while it
-        builds JSON, so that work overlaps the network instead of stalling the loop. At most
-        two chunks wait; closing the stream stops the thread.
-        """
+    def _event_chunks(self, chunk_rows: int) -> Iterator[tuple[list[int], list[bytes]]]:
         with self._con_lock:
             cur = self.con.cursor()
-        sql = f"SELECT event_no, encode({self._json_sql()}) AS json FROM {self.out}"
+        sql = f"SELECT event_no, encode({self._json_sql()}) AS json FROM {self.out} WHERE event_no BETWEEN $1 AND $2"
+        try:
+            for start, stop in self._ranges(cur, chunk_rows):
+                got = cur.sql(sql, params=[start, stop]).to_arrow_table()
+                if got.num_rows:
+                    yield got.column(0).to_pylist(), got.column(1).to_pylist()
+        finally:
+            cur.close()
 
-        def chunks() -> Iterator[tuple[list[int], list[bytes]]]:
-            try:
-                for batch in cur.sql(sql).to_arrow_reader(chunk_rows):
-                    yield batch.column(0).to_pylist(), batch.column(1).to_pylist()
-            finally:
-                cur.close()
-
-        for numbers, data in read_ahead(chunks(), depth=2, name="outreach-magic-events"):
-            yield from zip(numbers, data, strict=True)
+    def _batch_chunks(self, batch_size: int) -> Iterator[list[JoinedBatch]]:
+        """Bodies of ``batch_size`` events, about 10,000 events a query, each with its
+        events' numbers and sizes. DuckDB writes each event's JSON; Arrow joins each run of
+        ``batch_size`` of them into one body (``binary_join`` over list offsets), so no
+        Python object is made per event. (DuckDB's ``string_agg`` grouped by batch did the
+        same at twice the CPU: an ordered aggregate sorts every group.)"""
+        with self._con_lock:
+            cur = self.con.cursor()
+        rows = batch_size * max(1, 10_000 // batch_size)
+        sql = f"SELECT event_no, encode({self._json_sql()}) AS j FROM {self.out} WHERE event_no BETWEEN $1 AND $2"
+        seq = 0
+        try:
+            for start, stop in self._ranges(cur, rows):
+                got = cur.sql(sql, params=[start, stop]).to_arrow_table()
+                n = got.num_rows
+                if not n:
+                    continue
+                data = got.column("j").combine_chunks()
+                keys = got.column("event_no").to_numpy()
+                sizes = pc.binary_length(data).to_numpy()
+                ends = np.append(np.arange(0, n, batch_size, dtype=np.int32), np.int32(n))
+                joined = pc.binary_join(pa.ListArray.from_arrays(pa.array(ends), data), b",")
+                bodies = pc.binary_join_element_wise(b"[", joined, b"]", b"").to_pylist()
+                out = []
+                for i, body in enumerate(bodies):
+                    a, b = ends[i], ends[i + 1]
+                    out.append(JoinedBatch(seq, keys[a:b], body, sizes[a:b]))
+                    seq += 1
+                yield out
+        finally:
+            cur.close()
 
     def samples(self, n: int = 3) -> list[dict[str, Any]]:
         """A few outgoing events, for ``--dry-run``."""
@@ -855,37 +1047,49 @@ class Staging:
     def confirm(self, applied: Iterable[int]) -> None:
         """Buffer event numbers the API confirmed; flushed to the state in batches.
 
-        A full buffer is written by a background thread, so the delivery loop (which calls
+        A full buffer is written by the writer thread, so the delivery loop (which calls
         this) keeps sending meanwhile: a flush takes a few hundred ms, during which a
         blocking write used to leave every connection idle (measured: 10% of the delivery
-        time with 50 ms API latency). One flush at a time: a second full buffer waits for
-        the first, so memory stays bounded. Nothing changes in what the state claims: only
-        confirmed events are written, and a crash loses at most the unwritten buffers,
-        whose events are sent again next run.
+        time with 50 ms API latency). At most one more buffer waits for the writer, so memory
+        stays bounded; a write that failed is raised here, stopping the delivery. Nothing
+        changes in what the state claims: only confirmed events are written, and a crash
+        loses at most the unwritten buffers, whose events are sent again next run.
         """
-        self._applied.extend(applied)
-        if len(self._applied) >= FLUSH_ITEMS:
-            self._join_flusher()
-            batch, self._applied = self._applied, []
-            self._flusher = threading.Thread(
-                target=self._flush_in_background, args=(batch,), name="outreach-magic-flush", daemon=True
-            )
-            self._flusher.start()
+        chunk = applied if isinstance(applied, (list, np.ndarray, range)) else list(applied)
+        if not len(chunk):
+            return
+        self._applied.append(chunk)
+        self._applied_n += len(chunk)
+        if self._applied_n >= FLUSH_ITEMS:
+            self._reap(keep=1)
+            self._submit(self._flush_in_background, self._take_applied())
 
-    def _flush_in_background(self, batch: list[int]) -> None:
-        try:
-            self._write_applied(batch)
-        except BaseException as exc:  # raised in the caller's thread by the next join
-            self._flush_error = exc
+    def _take_applied(self) -> np.ndarray:
+        """The buffered confirmations as one array, leaving the buffer empty."""
+        chunks, self._applied, self._applied_n = self._applied, [], 0
+        if not chunks:
+            return np.empty(0, dtype=np.int64)
+        return np.concatenate([np.asarray(c, dtype=np.int64) for c in chunks])
 
-    def _join_flusher(self) -> None:
-        """Wait for the background flush, and raise what it failed with."""
-        if self._flusher is not None:
-            self._flusher.join()
-            self._flusher = None
-        if self._flush_error is not None:
-            exc, self._flush_error = self._flush_error, None
-            raise exc
+    def _flush_in_background(self, batch: np.ndarray) -> None:
+        self._write_applied(batch)
+
+    def _submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future[Any]:
+        """Queue a write on the writer thread (after every write queued before, of any pass)."""
+        writer = self._writer
+        if writer is None:
+            if self._own_writer is None:
+                self._own_writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outreach-magic-flush")
+            writer = self._own_writer
+        future = writer.submit(fn, *args, **kwargs)
+        self._writes.append(future)
+        return future
+
+    def _reap(self, keep: int = 0) -> None:
+        """Raise the first of this pass's writes that failed; wait until at most ``keep`` are
+        still queued or running."""
+        while self._writes and (self._writes[0].done() or len(self._writes) > keep):
+            self._writes.popleft().result()
 
     def reject(self, event_no: int, errors: Sequence[dict[str, Any]]) -> None:
         """Record an API rejection against every source row of the event, with the server's message."""
@@ -908,151 +1112,229 @@ class Staging:
             )
 
     def flush(self, *, final: bool = False) -> None:
-        """Write every buffered confirmation to the state, after any background flush
-        (``final``: and the row hashes, see :meth:`finish`)."""
-        self._join_flusher()
-        applied, self._applied = self._applied, []
-        if applied or final:
-            self._write_applied(applied, final=final)
+        """Write every buffered confirmation to the state, after the writes queued before
+        (``final``: and the row hashes, see :meth:`finish`), and wait for them."""
+        self._reap(keep=0)
+        applied = self._take_applied()
+        if len(applied) or final:
+            self._submit(self._write_applied, applied, final=final)
+            self._reap(keep=0)
 
-    def _write_applied(self, applied: list[int], *, final: bool = False) -> None:
+    def _write_applied(self, applied: np.ndarray, *, final: bool = False) -> None:
         """Write these confirmations to the state, in one transaction."""
         with self._con_lock:
             self.report.applied += len(applied)
             if self.record:
                 self._write_transaction(applied, final=final)
 
-    def _write_transaction(self, applied: list[int], *, final: bool = False) -> None:
+    def _write_transaction(self, applied: np.ndarray, *, final: bool = False) -> None:
         """Write confirmations; ``final`` (the pass's last write) also records the row hashes,
         in the same transaction (one commit a slice fewer)."""
         con = self.con
+        # Every event of the pass in one write (the usual case: one write a slice, everything
+        # applied): the events table itself is what was confirmed, with nothing to select,
+        # copy or look up (a third of the write's statements).
+        whole = final and not self._written and len(applied) == self.report.events
         con.execute("BEGIN")
         try:
-            if applied:
-                con.register("t_ok_arrow", pa.table({"event_no": pa.array(applied, pa.int64())}))
-                # Only the columns the state takes and this slice fills are copied; the view adds
+            if len(applied):
+                # Only the columns the state takes and this slice fills are read; the view adds
                 # the rest as NULL constants (a copy of every column took 76 ms a flush).
                 present = set(self.present)
                 copied = ", ".join([*_OK_BOOKKEEPING, *(c for c in _STATE_FIELDS if c in present)])
                 nulls = "".join(f", {_null(c)} AS {c}" for c in _STATE_FIELDS if c not in present)
-                con.execute(
-                    f"CREATE OR REPLACE TEMP TABLE t_ok_data AS SELECT {copied} FROM {self.out} o "
-                    "SEMI JOIN t_ok_arrow USING (event_no)"
-                )
-                con.execute(f"CREATE OR REPLACE TEMP VIEW t_ok AS SELECT *{nulls} FROM t_ok_data")
-                con.unregister("t_ok_arrow")
-                self._write_confirmed()
-                con.execute("INSERT INTO t_confirmed SELECT event_no FROM t_ok")
+                source = self.out
+                if not whole:
+                    con.register("t_ok_arrow", pa.table({"event_no": pa.array(applied, pa.int64())}))
+                    con.execute(
+                        f"CREATE OR REPLACE TEMP TABLE t_ok_data AS SELECT {copied} FROM {self.out} o "
+                        "SEMI JOIN t_ok_arrow USING (event_no)"
+                    )
+                    con.unregister("t_ok_arrow")
+                    source = "t_ok_data"
+                con.execute(f"CREATE OR REPLACE TEMP VIEW t_ok AS SELECT {copied}{nulls} FROM {source}")
+                self._write_confirmed(whole=whole)
+                if not whole:
+                    con.execute("INSERT INTO t_confirmed SELECT event_no FROM t_ok")
             if final:
-                self._remember_rows()
+                self._remember_rows(whole=whole)
             con.execute("COMMIT")
+            self._written += len(applied)
         except BaseException:
             con.execute("ROLLBACK")
             raise
 
-    def _write_confirmed(self) -> None:
+    def _write_confirmed(self, *, whole: bool = False) -> None:
         """Merge the values of the confirmed events (``t_ok``) into the state tables.
 
         State tables have no primary keys: DuckDB's index upserts cost several times an
         append here, so new identifiers come from the per-pass list of identifiers the
-        state did not have (``l_newids``/``c_newids``, each value owned by one group), and
+        state did not have (``self.newids``, each value owned by one group), and
         attributes are merged with one UPDATE of known keys plus one INSERT of new ones.
         """
         con = self.con
+        # A group's identifiers are written with its first confirmed event (a group can have
+        # several: extra workspaces, senders). The list of new identifiers itself is left as
+        # it is: the next slice may be reading it (see :meth:`resolve`), and one transaction
+        # cannot write both the state file and the shared in-memory database.
         for prefix, entity_type, group in (("l", "lead", "lg"), ("c", "company", "cg")):
-            done = f"SELECT {group} FROM t_ok WHERE {group} IS NOT NULL"
+            insert = f"INSERT INTO identity SELECT '{entity_type}', kind, value, e, now() FROM {self.newids[prefix]}"
+            if whole:  # every group confirmed at once: every new identifier
+                con.execute(insert)
+                continue
             con.execute(
-                f"INSERT INTO identity SELECT '{entity_type}', kind, value, e, now() FROM {prefix}_newids "
-                f"WHERE g IN ({done})"
+                f"CREATE OR REPLACE TEMP TABLE t_fresh AS SELECT DISTINCT {group} AS g FROM t_ok "
+                f"WHERE {group} IS NOT NULL AND {group} NOT IN (SELECT g FROM {prefix}_written)"
             )
-            con.execute(f"DELETE FROM {prefix}_newids WHERE g IN ({done})")
+            con.execute(f"{insert} SEMI JOIN t_fresh USING (g)")
+            con.execute(f"INSERT INTO {prefix}_written SELECT g FROM t_fresh")
 
-        def merge(table: str, keys: Sequence[tuple[str, str]], cols: Sequence[tuple[str, str]], where: str,
-                  new: str) -> None:
-            """keys/cols: (state column, t_ok expression); the last confirmed event per key wins.
+        def merge(m: _StateMerge) -> None:
+            """The last confirmed value per key and column wins (:func:`_latest_values`).
 
-            ``new`` is true for events of an entity this pass created: the state has no row
-            of it, and no other event of this pass writes the same key (each new entity is
-            one group's, and a group has one event per key), so those rows are appended as
-            they are, without the window that picks the latest event per key (half of a
-            first sync's lead_state write: 41 -> 22 ms a slice). Only the others are
-            matched against the state table (an UPDATE and an anti-join that read the whole
-            table: most of a flush's time on a first sync, when every entity is new).
+            Events of an entity this pass created (``m.new``) are appended as they are: the
+            state has no row of it, and no other event of this pass writes the same key
+            (each new entity is one group's, and a group has one event per key), so they
+            need neither the per-key aggregate (half of a first sync's lead_state write: 41
+            -> 22 ms a slice) nor a match against the state table. Only the others are
+            (an UPDATE and an anti-join that read the whole table: most of a flush's time on
+            a first sync, when every entity is new).
             """
-            key_sel = ", ".join(f"{expr} AS {col}" for col, expr in keys)
-            col_sel = ", ".join(f"{expr} AS {col}" for col, expr in cols)
-            part = ", ".join(col for col, _ in keys)
-            names = ", ".join([*(c for c, _ in keys), *(c for c, _ in cols)])
-
-            def src(which: str, *, latest: bool = True) -> str:
-                last = f"QUALIFY row_number() OVER (PARTITION BY {part} ORDER BY event_no DESC) = 1" if latest else ""
-                return f"(SELECT {key_sel}, {col_sel} FROM t_ok WHERE {where} AND {which} {last})"
-
+            table = m.table
+            names = ", ".join(col for col, _ in (*m.keys, *m.cols))
+            fresh = ", ".join(f"{expr} AS {col}" for col, expr in (*m.keys, *m.cols))
             con.execute(
-                f"INSERT INTO {table} ({names}, confirmed_at) SELECT {names}, now() FROM {src(new, latest=False)} o"
+                f"INSERT INTO {table} ({names}, confirmed_at) SELECT {names}, now() "
+                f"FROM (SELECT {fresh} FROM t_ok WHERE {m.where} AND {m.new})"
             )
-            known = f"NOT {new}"
-            if not _scalar(con, f"SELECT count(*) FROM t_ok WHERE {where} AND {known}"):
+            known = f"NOT {m.new}"
+            if not _scalar(con, f"SELECT count(*) FROM t_ok WHERE {m.where} AND {known}"):
                 return
-            match = " AND ".join(f"{table}.{col} = o.{col}" for col, _ in keys)
-            sets = ", ".join(f"{col} = coalesce(o.{col}, {table}.{col})" for col, _ in cols)
-            con.execute(f"UPDATE {table} SET {sets}, confirmed_at = now() FROM {src(known)} o WHERE {match}")
-            anti = " AND ".join(f"st.{col} = o.{col}" for col, _ in keys)
+            src = _latest_values(m, "t_ok", f"{m.where} AND {known}")
+            match = " AND ".join(f"{table}.{col} = o.{col}" for col, _ in m.keys)
+            sets = ", ".join(f"{col} = coalesce(o.{col}, {table}.{col})" for col, _ in m.cols)
+            con.execute(f"UPDATE {table} SET {sets}, confirmed_at = now() FROM {src} o WHERE {match}")
+            anti = " AND ".join(f"st.{col} = o.{col}" for col, _ in m.keys)
             con.execute(
-                f"INSERT INTO {table} ({names}, confirmed_at) SELECT {names}, now() FROM {src(known)} o "
+                f"INSERT INTO {table} ({names}, confirmed_at) SELECT {names}, now() FROM {src} o "
                 f"WHERE NOT EXISTS (SELECT 1 FROM {table} st WHERE {anti})"
             )
 
-        same = lambda cols: [(c, c) for c in cols]  # noqa: E731
-        lead_new, comp_new = "coalesce(le_new, FALSE)", "coalesce(ce_new, FALSE)"
-        merge("lead_state", [("entity_id", "le")], [*same(s.LEAD_ATTRIBUTES), ("company_entity_id", "ce")],
-              "carries_lead", lead_new)
-        merge("company_state", [("entity_id", "ce")], same(s.COMPANY_ATTRIBUTES), "carries_company", comp_new)
         # A slice without workspaces or senders has no event for those tables: their
         # statements are skipped rather than run on nothing (three flushes a slice add up).
-        if "workspace_id" in self.present:
-            merge("lead_ws_state", [("entity_id", "le"), ("workspace_id", "workspace_id")], same(WS_ATTRS),
-                  "le IS NOT NULL AND workspace_id IS NOT NULL", lead_new)
-            merge("company_ws_state", [("entity_id", "ce"), ("workspace_id", "workspace_id")], same(WS_ATTRS),
-                  "le IS NULL AND workspace_id IS NOT NULL", comp_new)
-        if "sender" in self.present:
-            merge("conn_state", [("entity_id", "le"), ("sender", "sender")], same(["linkedin_connection_level"]),
-                  "sender IS NOT NULL", lead_new)
+        for m in _STATE_MERGES:
+            if m.needs is None or m.needs in self.present:
+                merge(m)
 
     def close(self) -> None:
-        """Drop this pass's events table and close the connection (idempotent)."""
-        with contextlib.suppress(BaseException):
-            self._join_flusher()  # its failure, if any, was raised by flush() already
+        """Drop this pass's events table and close the connection (idempotent), once its
+        queued writes are done (their failures were raised to the caller already)."""
+        while self._writes:
+            with contextlib.suppress(BaseException):
+                self._writes.popleft().result()
+        if self._own_writer is not None:
+            self._own_writer.shutdown()
+            self._own_writer = None
         for stream in self._streams:
             with contextlib.suppress(Exception):
                 stream.close()
         self._streams.clear()
-        with contextlib.suppress(Exception):
-            self.con.execute(f"DROP TABLE IF EXISTS {self.out}")
+        self._primed = None
+        for name in (self.out, *self.newids.values()):
+            with contextlib.suppress(Exception):
+                self.con.execute(f"DROP TABLE IF EXISTS {name}")
         with contextlib.suppress(Exception):
             self.con.close()
 
     def finish(self, failed: int = 0) -> StageReport:
         """Write the last confirmations and remember the hashes of rows whose every event was
-        confirmed, in one transaction (after any background flush).
+        confirmed, in one transaction (after the writes queued before).
 
         A row whose lead or company still has an unconfirmed event (failed, rejected,
         crashed before confirmation) keeps no hash, so the next run stages it again.
         """
-        self.report.failed += failed
-        self.flush(final=True)
-        return self.report
+        return self.finish_later(failed).result()
 
-    def _remember_rows(self) -> None:
+    def finish_later(self, failed: int = 0) -> Future[StageReport]:
+        """:meth:`finish` on the writer thread: the future's result is this pass's report,
+        complete once every confirmation of the pass is written (or the write's error)."""
+        self.report.failed += failed
+        self._reap(keep=len(self._writes))  # a write that failed already is raised now
+        applied = self._take_applied()
+
+        def final() -> StageReport:
+            self._write_applied(applied, final=True)
+            return self.report
+
+        return self._submit(final)
+
+    def _remember_rows(self, *, whole: bool = False) -> None:
+        """Record the hashes of the rows whose every event was confirmed (``whole``: all were)."""
+        unconfirmed = "" if whole else (
+            "AND (r.lg IS NULL OR r.lg NOT IN (SELECT lg FROM un WHERE lg IS NOT NULL)) "
+            "AND (r.cg IS NULL OR r.cg NOT IN (SELECT cg FROM un WHERE cg IS NOT NULL)) "
+        )
         self.con.execute(
             "INSERT INTO row_hashes "
             f"WITH un AS (SELECT lg, cg FROM {self.out} ANTI JOIN t_confirmed USING (event_no)) "
             "SELECT DISTINCT r._om_hash FROM t_rg r WHERE r._om_hash IS NOT NULL "
-            "AND (r.lg IS NULL OR r.lg NOT IN (SELECT lg FROM un WHERE lg IS NOT NULL)) "
-            "AND (r.cg IS NULL OR r.cg NOT IN (SELECT cg FROM un WHERE cg IS NOT NULL)) "
+            f"{unconfirmed}"
             "AND NOT EXISTS (SELECT 1 FROM row_hashes h WHERE h.hash = r._om_hash)"
         )
 
+
+@dataclass(frozen=True)
+class _StateMerge:
+    """How confirmed events merge into one state table (the writes, and the overlay a
+    speculative resolve lays over the state): per key, the last confirmed event's non-empty
+    values over the stored ones. ``keys``/``cols`` are (state column, events-table expression);
+    ``where`` picks the events that write this table, ``new`` those of an entity the pass
+    created; ``needs`` names a field without which no event writes the table."""
+
+    table: str
+    keys: tuple[tuple[str, str], ...]
+    cols: tuple[tuple[str, str], ...]
+    where: str
+    new: str
+    needs: str | None = None
+
+
+def _same(cols: Iterable[str]) -> tuple[tuple[str, str], ...]:
+    return tuple((c, c) for c in cols)
+
+
+_LEAD_NEW, _COMP_NEW = "coalesce(le_new, FALSE)", "coalesce(ce_new, FALSE)"
+_STATE_MERGES = (
+    _StateMerge("lead_state", (("entity_id", "le"),), (*_same(s.LEAD_ATTRIBUTES), ("company_entity_id", "ce")),
+                "carries_lead", _LEAD_NEW),
+    _StateMerge("company_state", (("entity_id", "ce"),), _same(s.COMPANY_ATTRIBUTES), "carries_company", _COMP_NEW),
+    _StateMerge("lead_ws_state", (("entity_id", "le"), ("workspace_id", "workspace_id")), _same(WS_ATTRS),
+                "le IS NOT NULL AND workspace_id IS NOT NULL", _LEAD_NEW, "workspace_id"),
+    _StateMerge("company_ws_state", (("entity_id", "ce"), ("workspace_id", "workspace_id")), _same(WS_ATTRS),
+                "le IS NULL AND workspace_id IS NOT NULL", _COMP_NEW, "workspace_id"),
+    _StateMerge("conn_state", (("entity_id", "le"), ("sender", "sender")), _same(["linkedin_connection_level"]),
+                "sender IS NOT NULL", _LEAD_NEW, "sender"),
+)
+_MERGE_BY_TABLE = {m.table: m for m in _STATE_MERGES}
+
+
+def _latest_values(m: _StateMerge, events: str, where: str, fields: Iterable[str] | None = None) -> str:
+    """Per key of ``m``, each column's value from the last event (by ``event_no``) that has
+    one: what the server holds after applying those events in order, and the same whichever
+    way the events are split into confirmation flushes (so a speculative resolve can lay a
+    pending pass's events over the state before they are written). ``fields``: the columns
+    ``events`` has (others read as NULL)."""
+    have = None if fields is None else {*_OK_BOOKKEEPING, *fields}
+
+    def value(col: str, expr: str) -> str:
+        return expr if have is None or expr in have else _null(col)
+
+    keys = ", ".join(f"{value(col, expr)} AS {col}" for col, expr in m.keys)
+    cols = ", ".join(
+        f"arg_max({value(col, expr)}, event_no) FILTER (WHERE {value(col, expr)} IS NOT NULL) AS {col}"
+        for col, expr in m.cols
+    )
+    return f"(SELECT {keys}, {cols} FROM {events} WHERE {where} GROUP BY ALL)"
 
 # The merged groups :meth:`Staging.prepare` leaves for :meth:`Staging.resolve`.
 _AGGREGATES = ("m_lead", "m_comp", "m_lead_ws", "m_comp_ws", "m_conn")

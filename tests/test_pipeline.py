@@ -18,9 +18,9 @@ import orjson
 import pytest
 
 from destinations.outreach_magic import staging
-from destinations.outreach_magic.client import DeliveryClient
+from destinations.outreach_magic.client import DeliveryClient, DeliveryStats
 from destinations.outreach_magic.identity_filter import IdentityFilter
-from tests.sandbox_helpers import lead_by, sandbox_leads
+from tests.sandbox_helpers import lead_by, sandbox_companies, sandbox_leads
 from tests.test_sync import KEY, sync, write_csv
 
 UNKNOWN_ID = "aaaaaaaaaaaaaaaaaaaaaaaa"
@@ -160,6 +160,50 @@ def test_transient_failures_in_flight_leave_one_entity_per_person_and_a_rerun_se
     for i in range(people):
         (lead,) = lead_by(leads, "lead_email", f"p{i}@example.com")
         assert lead["identifiers"]["lead_linkedin_url"] == [f"https://www.linkedin.com/in/p-{i}/"]
+        assert lead["attributes"]["lead_job_title"] == f"Lead {i}"  # the later row's value, after all runs
+
+
+def test_a_later_row_applied_after_an_earlier_one_failed_is_not_overwritten_by_the_rerun(
+    sandbox_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A person's first row is in a slice whose delivery fails (retries exhausted), the
+    later row in a slice that is applied. No row is hashed after the failure, so the rerun
+    stages both rows, the later one wins the merge, and the API keeps the later values
+    (hashing the later row would leave the rerun only the earlier one, whose stale title
+    and company name would overwrite them)."""
+    from destinations.outreach_magic.client import Outcomes
+
+    original = DeliveryClient.deliver_batches
+    deliveries: list[int] = []
+
+    def first_fails(self: DeliveryClient, batches: Any, on_outcomes: Any, **kwargs: Any) -> Any:
+        deliveries.append(1)
+        if len(deliveries) > 1:
+            return original(self, batches, on_outcomes, **kwargs)
+        stats = DeliveryStats()
+        for batch in batches:  # as if every attempt had failed
+            on_outcomes(Outcomes(batch.keys, failed_reason="retries exhausted after HTTP 503"))
+            stats.failed += len(batch)
+        return stats
+
+    monkeypatch.setattr(DeliveryClient, "deliver_batches", first_fails)
+    header = ["lead_email", "lead_job_title", "company_domain", "company_name"]
+    rows = [["ada@example.com", "Engineer", "acme.example", "Acme Old"], ["bo@example.com", "Analyst", "", ""],
+            ["ada@example.com", "CTO", "acme.example", "Acme New"], ["cy@example.com", "Chef", "", ""]]
+    src = write_csv(tmp_path / "later.csv", header, rows)
+    state = tmp_path / "s.duckdb"
+    first = sync(sandbox_server.url, state, [src], stage_rows=2, constants={})
+    assert first.failed == 2 and first.applied == 2
+    monkeypatch.setattr(DeliveryClient, "deliver_batches", original)
+    second = sync(sandbox_server.url, state, [src], stage_rows=2, constants={})
+    # nothing was hashed after the failure: every row is staged again, bo's is sent
+    assert second.failed == 0 and second.rows_skipped_unchanged == 0
+    assert lead_by(sandbox_leads(sandbox_server.url, KEY), "lead_email", "bo@example.com")
+    (ada,) = lead_by(sandbox_leads(sandbox_server.url, KEY), "lead_email", "ada@example.com")
+    assert ada["attributes"]["lead_job_title"] == "CTO"
+    assert [c["attributes"]["company_name"] for c in sandbox_companies(sandbox_server.url, KEY)] == ["Acme New"]
+    third = sync(sandbox_server.url, state, [src], stage_rows=2, constants={})
+    assert third.events == 0 and third.rows_skipped_unchanged == 4
 
 
 def test_a_first_sync_of_new_leads_never_joins_the_identity_index(

@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 from . import state
 from .client import DeliveryClient, DeliveryStats, Outcomes
 from .identity_filter import IdentityFilter
-from .staging import StageReport, Staging, new_run_id
+from .staging import StageReport, Staging, Unsettled, new_run_id
 
 
 @dataclass
@@ -73,6 +73,7 @@ class RunTotals:
     delivery_seconds: float = 0.0
     failure_reasons: dict[str, int] = field(default_factory=dict)
     fatal: Exception | None = None  # the run-stopping error, for the runner's report
+    unsettled: Unsettled = field(default_factory=Unsettled)  # whether an event failed (no more row hashes)
     # Progress hooks the runner sets: a message, and (events done, events of this slice).
     say: Callable[[str], None] | None = None
     tick: Callable[[int, int], None] | None = None
@@ -145,7 +146,8 @@ def _filled_columns(reader: pq.ParquetFile) -> list[str] | None:
 
 
 def prepare_table(table: pa.Table, opts: SinkOptions, *, source_label: str = "rows",
-                  known: IdentityFilter | None = None, writer: Executor | None = None) -> Staging:
+                  known: IdentityFilter | None = None, writer: Executor | None = None,
+                  unsettled: Unsettled | None = None) -> Staging:
     """Prepare one slice (:meth:`Staging.prepare`) on a connection of its own, so that it
     can run beside another slice's delivery."""
     con = state.connect(opts.state_path, target=opts.base_url)
@@ -159,6 +161,7 @@ def prepare_table(table: pa.Table, opts: SinkOptions, *, source_label: str = "ro
             partition=opts.partition,
             known=known,
             writer=writer,
+            unsettled=unsettled,
         )
         staging.prepare(_defaults(table, opts), source_label=source_label)
     except BaseException:
@@ -252,6 +255,8 @@ def _deliver(
             staging.flush()  # whatever was confirmed before an error stays confirmed
             raise
         totals.add_delivery(stats)
+    if failed and staging.unsettled is not None:  # before this pass's last write is queued
+        staging.unsettled.mark_failed()
     return staging.report.rejected == 0 and failed == 0, staging.finish_later(failed=failed)
 
 
@@ -313,7 +318,8 @@ def sync_file(path: str, opts: SinkOptions, *, source_label: str = "rows",
         table = next(slices, None)
         if table is None:
             return None
-        return prepare_table(table, opts, source_label=label, known=known, writer=writing)
+        return prepare_table(table, opts, source_label=label, known=known, writer=writing,
+                             unsettled=totals.unsettled)
 
     def resolve_next(prepared: Future[Staging | None], pending: list[Staging],
                      written: Future[StageReport] | None) -> Staging | None:

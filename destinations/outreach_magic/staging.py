@@ -260,9 +260,11 @@ class Staging:
         partition: tuple[int, int] | None = None,
         known: IdentityFilter | None = None,
         writer: Executor | None = None,
+        unsettled: Unsettled | None = None,
     ) -> None:
         self.con = con
         self.known = known  # identifiers the index may hold: lets a slice of new ones skip the join
+        self.unsettled = unsettled  # whether the run had a failed event (see _remember_rows)
         # (i, n): keep only the leads (and company-only rows) whose key hashes to i of n,
         # so that n workers with n state files split one source between them.
         self.partition = partition
@@ -1269,7 +1271,10 @@ class Staging:
         return self._submit(final)
 
     def _remember_rows(self, *, whole: bool = False) -> None:
-        """Record the hashes of the rows whose every event was confirmed (``whole``: all were)."""
+        """Record the hashes of the rows whose every event was confirmed (``whole``: all were),
+        unless an event of this run failed (then none from here on: see :class:`Unsettled`)."""
+        if self.unsettled is not None and self.unsettled.failed:
+            return
         unconfirmed = "" if whole else (
             "AND (r.lg IS NULL OR r.lg NOT IN (SELECT lg FROM un WHERE lg IS NOT NULL)) "
             "AND (r.cg IS NULL OR r.cg NOT IN (SELECT cg FROM un WHERE cg IS NOT NULL)) "
@@ -1281,6 +1286,29 @@ class Staging:
             f"{unconfirmed}"
             "AND NOT EXISTS (SELECT 1 FROM row_hashes h WHERE h.hash = r._om_hash)"
         )
+
+
+class Unsettled:
+    """Whether an event of this run failed for a transient reason; from then on, no row is
+    hashed as settled (shared by the passes of one run).
+
+    A person's rows may fall in two slices. If the earlier slice's event failed and the
+    later one's was applied, hashing the later row would leave the earlier row alone to be
+    staged next run, and its older values would overwrite the newer ones the API holds (the
+    entity cannot tell: a failed slice's new identifiers were never written, so the later
+    slice may have made another entity of the same person). Unhashed, the rows from the
+    failure on are staged together next run, where the later row wins; what the API
+    confirmed is found unchanged and not sent again. It costs a rerun after an outage
+    re-reading those rows, nothing more. API rejections do not count: a rejected row stays
+    held back until it changes, and stopping the hashing for it would make every later
+    run stage the rest of the file again.
+    """
+
+    def __init__(self) -> None:
+        self.failed = False
+
+    def mark_failed(self) -> None:
+        self.failed = True
 
 
 @dataclass(frozen=True)

@@ -582,7 +582,7 @@ class Staging:
         for k, earlier in enumerate(pending):
             known = f"coalesce({known}, p{k}.e)"
             joins += f" LEFT JOIN {earlier.newids[prefix]} p{k} ON p{k}.kind = ids.kind AND p{k}.value = ids.value"
-        source = f"({unpivot})"
+        source, fresh = f"({unpivot})", None
         if self.known is not None:
             self.known.load(con)
             con.execute(
@@ -592,28 +592,36 @@ class Staging:
             source = f"{prefix}_probe"
             hashes = con.execute(f"SELECT h FROM {source}").fetchnumpy()["h"]
             if not self.known.may_hold_any(hashes):
-                known, joins = "NULL::BIGINT", ""
-        con.execute(
-            f"CREATE OR REPLACE TEMP TABLE {prefix}_ids AS "
-            f"SELECT ids.g, ids.kind, ids.value, ids.prio, {known} AS entity_id FROM {source} ids{joins}"
-        )
-        con.execute(
-            f"CREATE OR REPLACE TEMP TABLE {prefix}_entity AS "
-            f"WITH hit AS (SELECT g, arg_min(entity_id, prio) FILTER (WHERE entity_id IS NOT NULL) AS e, "
-            f"bool_or(entity_id IS NULL) AS new_ids FROM {prefix}_ids GROUP BY g) "
-            f"SELECT grp.g, coalesce(hit.e, nextval('entity_seq')) AS e, hit.e IS NULL AS is_new, "
-            f"coalesce(hit.new_ids, TRUE) AS new_ids "
-            f"FROM {prefix}_groups grp LEFT JOIN hit USING (g)"
-        )
+                fresh = hashes  # every identifier is new, so is every group's entity
+        if fresh is None:
+            con.execute(
+                f"CREATE OR REPLACE TEMP TABLE {prefix}_ids AS "
+                f"SELECT ids.g, ids.kind, ids.value, ids.prio, {known} AS entity_id FROM {source} ids{joins}"
+            )
+            con.execute(
+                f"CREATE OR REPLACE TEMP TABLE {prefix}_entity AS "
+                f"WITH hit AS (SELECT g, arg_min(entity_id, prio) FILTER (WHERE entity_id IS NOT NULL) AS e, "
+                f"bool_or(entity_id IS NULL) AS new_ids FROM {prefix}_ids GROUP BY g) "
+                f"SELECT grp.g, coalesce(hit.e, nextval('entity_seq')) AS e, hit.e IS NULL AS is_new, "
+                f"coalesce(hit.new_ids, TRUE) AS new_ids "
+                f"FROM {prefix}_groups grp LEFT JOIN hit USING (g)"
+            )
+            unknown = f"(SELECT g, kind, value FROM {prefix}_ids WHERE entity_id IS NULL)"
+        else:
+            con.execute(
+                f"CREATE OR REPLACE TEMP TABLE {prefix}_entity AS SELECT g, nextval('entity_seq') AS e, "
+                f"TRUE AS is_new, TRUE AS new_ids FROM {prefix}_groups"
+            )
+            unknown = source
         # Identifiers the state does not know yet, each owned by one group (the first),
         # written to ``identity`` when an event of that group is confirmed.
         con.execute(
             f"CREATE OR REPLACE TABLE {self.newids[prefix]} AS SELECT n.g, n.kind, n.value, en.e "
-            f"FROM (SELECT min(g) AS g, kind, value FROM {prefix}_ids WHERE entity_id IS NULL "
-            f"GROUP BY kind, value) n JOIN {prefix}_entity en USING (g)"
+            f"FROM (SELECT min(g) AS g, kind, value FROM {unknown} GROUP BY kind, value) n JOIN {prefix}_entity en "
+            f"USING (g)"
         )
         if self.known is not None:
-            self.known.add(con.execute(
+            self.known.add(fresh if fresh is not None else con.execute(
                 f"SELECT hash('{entity_type}', kind, value) AS h FROM {self.newids[prefix]}").fetchnumpy()["h"])
         self._drop(f"{prefix}_ids", f"{prefix}_probe")
 

@@ -8,10 +8,10 @@ normalization and merging, can still be reported as "contacts.csv row 1207".
 from __future__ import annotations
 
 import warnings
-from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import pyarrow as pa
 
 from destinations.outreach_magic.exceptions import SourceError
@@ -95,7 +95,7 @@ def add_provenance(batch: pa.RecordBatch, label: str, first_row: int, names: Seq
     file written by an earlier run) are dropped: the values this read computes win.
     """
     n = batch.num_rows
-    numbers = array("q", range(first_row, first_row + n))
+    numbers = np.arange(first_row, first_row + n, dtype=np.int64)
     rows = pa.Array.from_buffers(pa.int64(), n, [None, pa.py_buffer(numbers)])
     return add_provenance_rows(batch, label, rows, names)
 
@@ -107,7 +107,7 @@ def constant_string(value: str, n: int) -> pa.Array:
     (1.3 s here), a cost a reader of plain files should not pay.
     """
     data = value.encode()
-    offsets = array("i", range(0, len(data) * (n + 1), len(data))) if data else array("i", [0] * (n + 1))
+    offsets = np.arange(n + 1, dtype=np.int32) * np.int32(len(data))  # NumPy: no Python int a row
     return pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(offsets), pa.py_buffer(data * n)])
 
 

@@ -531,12 +531,16 @@ class Staging:
             f"CREATE OR REPLACE TEMP TABLE {prefix}_tuples AS SELECT min(_rid) AS tid, count(*) AS n, "
             f"list(_rid) AS rids, {cols} FROM t_rows WHERE {_any(id_cols)} GROUP BY ALL"
         )
+        # Tuples sharing a value with another tuple, by identifier kind (kinds no row of the
+        # slice fills cannot link anything: left out, rather than grouped as all-NULL).
         shared = " UNION ".join(
             f"SELECT tid FROM {prefix}_tuples WHERE {c} IN "
             f"(SELECT {c} FROM {prefix}_tuples WHERE {c} IS NOT NULL GROUP BY 1 HAVING count(*) > 1)"
-            for c in id_cols
+            for c in id_cols if c in self.present
         )
-        linked = con.execute(f"SELECT tid, {cols} FROM {prefix}_tuples WHERE tid IN ({shared}) ORDER BY tid").fetchall()
+        linked = con.execute(
+            f"SELECT tid, {cols} FROM {prefix}_tuples WHERE tid IN ({shared}) ORDER BY tid"
+        ).fetchall() if shared else []
         mapping = _union_groups(linked)
         con.execute(f"CREATE OR REPLACE TEMP TABLE {prefix}_map (tid BIGINT, gid BIGINT)")
         if mapping:

@@ -82,3 +82,32 @@ def test_no_thread_starts_until_the_first_item_is_asked_for() -> None:
     assert not started and "om-test-lazy" not in {t.name for t in threading.enumerate()}
     stream.close()
     assert not started
+
+
+def test_a_started_read_ahead_produces_before_anyone_asks_and_close_stops_it_unconsumed() -> None:
+    """ReadAhead starts its thread at once (the next slice's request bodies are written while
+    the current one is still sent); closed before anything was consumed, it still stops the
+    thread and closes the source there."""
+    from destinations.outreach_magic.read_ahead import ReadAhead
+
+    produced: list[int] = []
+    closed_in: list[str] = []
+
+    def items() -> Iterator[int]:
+        try:
+            for i in range(10_000):
+                produced.append(i)
+                yield i
+        finally:
+            closed_in.append(threading.current_thread().name)
+
+    ahead = ReadAhead(items(), depth=1, name="om-test-eager")
+    deadline = time.monotonic() + 5
+    while not produced and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert produced, "nothing was produced before the first next()"
+    assert len(produced) <= 3  # one waiting in the queue, one being put, no more
+    ahead.close()
+    assert closed_in == ["om-test-eager"]
+    assert "om-test-eager" not in {t.name for t in threading.enumerate()}
+    assert list(ReadAhead(iter([1, 2, 3]), name="om-test-eager-2")) == [1, 2, 3]

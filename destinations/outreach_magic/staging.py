@@ -47,7 +47,7 @@ import zlib
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import duckdb
 import numpy as np
@@ -59,7 +59,7 @@ from . import settings as s
 from .batching import JoinedBatch
 from .contract import validate_item
 from .identity_filter import IdentityFilter
-from .read_ahead import read_ahead
+from .read_ahead import ReadAhead, read_ahead
 
 T = TypeVar("T")
 LEAD_IDS = s.LEAD_IDENTIFIERS
@@ -280,7 +280,7 @@ class Staging:
         self.newids = {"l": f"work.l_newids_{uid}", "c": f"work.c_newids_{uid}"}
         self.speculative = False  # resolved against an earlier pass's unconfirmed events
         self._resolved_report: StageReport | None = None
-        self._primed: tuple[int, JoinedBatch, Iterator[JoinedBatch]] | None = None
+        self._primed: tuple[int, list[JoinedBatch], Generator[list[JoinedBatch], None, None]] | None = None
         self.run_id = run_id or uuid.uuid4().hex
         self.full_refresh = full_refresh
         self.retry_rejected = retry_rejected
@@ -300,7 +300,7 @@ class Staging:
         self._own_writer: ThreadPoolExecutor | None = None
         self._writes: collections.deque[Future[Any]] = collections.deque()
         self._con_lock = threading.Lock()
-        self._streams: list[Generator[Any, None, None]] = []
+        self._streams: list[Any] = []  # open streams (generators, ReadAhead): close() stops each
         self._issues: list[RowIssue] = []
         self._partial: list[RowIssue] = []
         self._sources: list[str] = []
@@ -963,38 +963,51 @@ class Staging:
         One bytes object a request rather than one an event: the delivery thread then handles
         2,000 objects for 1M events instead of 1M tuples of a key and its bytes (batching them,
         reporting them, confirming them cost about 2 s of a 1M-event sync's CPU). Written in
-        a thread beside the delivery (see :meth:`_stream`); :meth:`prime` starts it early.
+        a thread beside the delivery (see :meth:`_stream`); :meth:`prime` writes the first
+        ones early.
         """
-        if self._primed is not None and self._primed[0] == batch_size:
-            _size, first, rest = self._primed
-            self._primed = None
-            return itertools.chain([first], rest)
-        self._primed = None
+        primed, self._primed = self._primed, None
+        if primed is not None and primed[0] == batch_size:
+            _size, first, chunks = primed
+            # The thread writing the rest starts now, while the first bodies are sent; it
+            # owns (and closes) the chunks' generator from here on.
+            self._streams.remove(chunks)
+            rest = self._stream(chunks, started=True)
+            return itertools.chain(first, (batch for chunk in rest for batch in chunk))
+        if primed is not None:
+            primed[2].close()
         stream = self._stream(self._batch_chunks(batch_size))
         return (batch for chunk in stream for batch in chunk)
 
     def prime(self, batch_size: int) -> None:
-        """Start writing the first request bodies now, so that delivery finds them ready.
+        """Write the first request bodies now, so that delivery finds them ready.
 
         The sink primes a slice as soon as it is resolved, while the previous one is
-        delivered: started when the delivery starts, the first bodies kept the API idle for
-        the time DuckDB took to write them (30-45 ms a slice before, measured).
+        delivered: written when the delivery starts, the first bodies kept the API idle for
+        the time DuckDB took to write them (30-45 ms a slice before, measured). Only the
+        first chunk is written here; the rest waits for the delivery, so that a slice
+        waiting its turn holds 10,000 events' bodies, not 30,000.
         """
-        stream = self.request_batches(batch_size)
-        first = next(stream, None)
-        if first is not None:
-            self._primed = (batch_size, first, stream)
+        chunks = self._batch_chunks(batch_size)
+        first = next(chunks, None)
+        if first is None:
+            chunks.close()
+            return
+        self._primed = (batch_size, first, chunks)
+        self._streams.append(chunks)
 
-    def _stream(self, chunks: Iterator[T]) -> Iterator[T]:
-        """``chunks`` produced by a thread of their own (:func:`read_ahead`), at most two ahead.
+    def _stream(self, chunks: Iterator[T], *, started: bool = False) -> Iterator[T]:
+        """``chunks`` produced by a thread of their own (:func:`read_ahead`), at most one
+        waiting (``started``: the thread starts now, not at the first ``next()``).
 
         DuckDB releases the GIL while it builds the JSON, so that work overlaps the network
         instead of stalling the delivery loop; closing the stream (or :meth:`close`) stops
         the thread.
         """
-        stream = read_ahead(chunks, depth=1, name="outreach-magic-events")
+        stream: Any = (ReadAhead(chunks, depth=1, name="outreach-magic-events") if started
+                       else read_ahead(chunks, depth=1, name="outreach-magic-events"))
         self._streams.append(stream)
-        return stream
+        return cast(Iterator[T], stream)
 
     def _ranges(self, cur: duckdb.DuckDBPyConnection, rows: int) -> Iterator[tuple[int, int]]:
         """Event numbers ``rows`` at a time: one query per range rather than one query read in
@@ -1017,7 +1030,7 @@ class Staging:
         finally:
             cur.close()
 
-    def _batch_chunks(self, batch_size: int) -> Iterator[list[JoinedBatch]]:
+    def _batch_chunks(self, batch_size: int) -> Generator[list[JoinedBatch], None, None]:
         """Bodies of ``batch_size`` events, about 10,000 events a query, each with its
         events' numbers and sizes. DuckDB writes each event's JSON; Arrow joins each run of
         ``batch_size`` of them into one body (``binary_join`` over list offsets), so no

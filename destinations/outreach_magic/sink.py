@@ -5,11 +5,14 @@ and tested directly. dlt records a job as done only after the sink returns, so a
 anywhere in here makes dlt (or our runner) call it again with the same file: staging
 then diffs against what was confirmed and resends only the rest.
 
-The file is staged in slices of ``stage_rows`` rows, each delivered and confirmed before
-the next is resolved (the next is only prepared meanwhile): memory stays bounded
+The file is staged in slices of ``stage_rows`` rows that pass, in order, through a
+pipeline of threads (:func:`sync_file`): prepared two slices ahead, resolved one slice
+ahead against the state plus the events in flight, delivered, their confirmations
+written by one writer in order. At most four slices are held, so memory stays bounded
 whatever the file's size. A lead whose rows fall in two slices is still one lead (the
-second slice finds it through the identity index the first one confirmed); only the
-order column's "latest wins" is then applied per slice, the later slice winning.
+second slice finds it through the identity index, or through the first slice's new
+identifiers while those are in flight); only the order column's "latest wins" is then
+applied per slice, the later slice winning.
 """
 
 from __future__ import annotations

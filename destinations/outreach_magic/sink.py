@@ -176,13 +176,15 @@ def prepare_table(table: pa.Table, opts: SinkOptions, *, source_label: str = "ro
 def stage_table(table: pa.Table, opts: SinkOptions, *, source_label: str = "rows") -> Staging:
     """Stage one slice: prepare it, then resolve it against the state as it is now."""
     staging = prepare_table(table, opts, source_label=source_label)
-    _resolve(staging)
+    _or_close(staging, staging.resolve)
     return staging
 
 
-def _resolve(staging: Staging) -> None:
+def _or_close(staging: Staging, step: Callable[[], object]) -> None:
+    """Run one step of a pass (resolve, resolve again); if it fails, close the pass (its
+    connection would keep the state file open) and raise."""
     try:
-        staging.resolve()
+        step()
     except BaseException:
         staging.close()
         raise
@@ -362,7 +364,7 @@ def sync_file(path: str, opts: SinkOptions, *, source_label: str = "rows",
                         staging.accept()
                     else:  # resolved against events the API did not all apply: again, as written
                         _close_written(delivered, totals, wait=True)
-                        _re_resolve(staging)
+                        _or_close(staging, staging.re_resolve)
                 prepared.append(preparing.submit(prepare_next))
                 feeding = prepared.popleft()
                 # Resolved against the state plus the slice about to be delivered and the one
@@ -400,14 +402,6 @@ def _close_written(delivered: collections.deque[tuple[Staging, Future[StageRepor
 
 # Slices prepared ahead of the one being resolved (see :func:`sync_file`).
 PREPARE_AHEAD = 2
-
-
-def _re_resolve(staging: Staging) -> None:
-    try:
-        staging.re_resolve()
-    except BaseException:
-        staging.close()
-        raise
 
 
 def _yield_to_delivery(step: int = 10) -> None:

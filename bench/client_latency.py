@@ -33,7 +33,7 @@ from typing import Any
 import httpx
 import orjson
 
-from destinations.outreach_magic.client import DeliveryClient, DeliveryStats
+from destinations.outreach_magic.client import DeliveryClient, DeliveryStats, Outcomes
 from destinations.outreach_magic.settings import EVENTS_PATH
 from sandbox import running_sandbox
 
@@ -123,7 +123,7 @@ def deliver(url: str, data: list[tuple[Any, bytes]], concurrency: int, batch: in
     client = DeliveryClient(api_key=KEY, base_url=url, batch_size=batch, max_concurrency=concurrency)
     confirmed = 0
 
-    def on_outcomes(outcomes: list[Any]) -> None:
+    def on_outcomes(outcomes: Outcomes) -> None:
         nonlocal confirmed
         confirmed += sum(o.status == "applied" for o in outcomes)
 

@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from destinations.outreach_magic.batching import batches
-from destinations.outreach_magic.client import USER_AGENT, DeliveryClient, DeliveryStats, ItemOutcome
+from destinations.outreach_magic.client import USER_AGENT, DeliveryClient, DeliveryStats, ItemOutcome, Outcomes
 from destinations.outreach_magic.exceptions import (
     ApiContractError,
     ApiUnavailableError,
@@ -77,13 +77,13 @@ def client(handler: Handler, sleeps: Sleeps | None = None, **kw: Any) -> Deliver
     )
 
 
-def deliver(c: DeliveryClient, data: Any) -> tuple[DeliveryStats, list[list[ItemOutcome]]]:
-    calls: list[list[ItemOutcome]] = []
+def deliver(c: DeliveryClient, data: Any) -> tuple[DeliveryStats, list[Outcomes]]:
+    calls: list[Outcomes] = []
     stats = c.deliver(data, calls.append)
     return stats, calls
 
 
-def by_key(calls: list[list[ItemOutcome]]) -> dict[Any, ItemOutcome]:
+def by_key(calls: list[Outcomes]) -> dict[Any, ItemOutcome]:
     flat = [o for batch in calls for o in batch]
     result = {o.key: o for o in flat}
     assert len(result) == len(flat), "an item was reported twice"
@@ -182,7 +182,7 @@ def test_items_are_pulled_lazily_with_a_bounded_number_of_batches_ahead() -> Non
         for _, item in zip(range(n), endless(), strict=False):
             yield item
 
-    def on_outcomes(outcomes: list[ItemOutcome]) -> None:
+    def on_outcomes(outcomes: Outcomes) -> None:
         if not pulled_at_first_report:
             pulled_at_first_report.append(pulled)
 
@@ -445,7 +445,7 @@ def test_401_raises_at_once_and_no_more_requests_are_made() -> None:
         requests += 1
         return httpx.Response(401, json={"error": "Invalid API key provided"})
 
-    reported: list[list[ItemOutcome]] = []
+    reported: list[Outcomes] = []
     with pytest.raises(AuthenticationError) as info:
         client(handler, batch_size=10, max_concurrency=1).deliver(items(100), reported.append)
     assert requests == 1 and reported == []
@@ -461,7 +461,7 @@ def test_401_with_concurrency_stops_after_the_requests_already_in_flight() -> No
         await asyncio.sleep(0.005)
         return httpx.Response(401, json={"error": "Invalid API key provided"})
 
-    reported: list[list[ItemOutcome]] = []
+    reported: list[Outcomes] = []
     with pytest.raises(AuthenticationError):
         client(handler, batch_size=1, max_concurrency=4).deliver(items(200), reported.append)
     assert requests <= 4 and reported == []
@@ -486,7 +486,7 @@ def test_unreachable_api_raises_api_unavailable() -> None:
         requests += 1
         raise httpx.ConnectError("[Errno 111] Connection refused")
 
-    reported: list[list[ItemOutcome]] = []
+    reported: list[Outcomes] = []
     with pytest.raises(ApiUnavailableError) as info:
         client(handler, max_attempts=3, max_concurrency=1).deliver(items(500), reported.append)
     assert requests == 3 and reported == []
@@ -630,7 +630,7 @@ def test_inside_a_running_loop_an_exception_in_on_outcomes_propagates() -> None:
         requests += 1
         return await ok(request)
 
-    def boom(outcomes: list[ItemOutcome]) -> None:
+    def boom(outcomes: Outcomes) -> None:
         raise RuntimeError("ledger is full")
 
     async def orchestrator_task() -> None:
@@ -649,7 +649,7 @@ def test_an_exception_in_on_outcomes_stops_delivery_and_propagates() -> None:
         requests += 1
         return await ok(request)
 
-    def boom(outcomes: list[ItemOutcome]) -> None:
+    def boom(outcomes: Outcomes) -> None:
         raise RuntimeError("ledger is full")
 
     with pytest.raises(RuntimeError, match="ledger is full"):

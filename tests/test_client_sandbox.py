@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 import pytest
 
-from destinations.outreach_magic.client import DeliveryClient, DeliveryStats, ItemOutcome
+from destinations.outreach_magic.client import DeliveryClient, DeliveryStats, ItemOutcome, Outcomes
 from destinations.outreach_magic.exceptions import ApiUnavailableError, AuthenticationError
 from sandbox import RunningSandbox
 from tests.sandbox_helpers import sandbox_companies, sandbox_leads, sandbox_stats
@@ -80,7 +80,7 @@ def run(
     client = DeliveryClient(api_key=KEY, base_url=sb.url, **kw)
     outcomes: dict[Any, ItemOutcome] = {}
 
-    def collect(batch: list[ItemOutcome]) -> None:
+    def collect(batch: Outcomes) -> None:
         for outcome in batch:
             assert outcome.key not in outcomes, "an item was reported twice"
             outcomes[outcome.key] = outcome
@@ -125,7 +125,7 @@ def test_a_faulty_sandbox_ends_up_storing_exactly_what_a_fault_free_one_stores(
 
 def test_a_real_401_stops_the_run(sandbox_server: RunningSandbox) -> None:
     client = DeliveryClient(api_key="wrong-key", base_url=sandbox_server.url)
-    reported: list[list[ItemOutcome]] = []
+    reported: list[Outcomes] = []
     with pytest.raises(AuthenticationError):
         client.deliver(make_events(300), reported.append)
     assert reported == []

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
 import orjson
 import pytest
 
@@ -591,7 +592,7 @@ def test_confirmations_flushed_in_the_background_during_delivery_are_all_written
     flushes = []
     original = staging.Staging._flush_in_background
 
-    def counting(self: Any, batch: list[int]) -> None:
+    def counting(self: Any, batch: np.ndarray) -> None:
         flushes.append(len(batch))
         original(self, batch)
 
@@ -675,7 +676,7 @@ def test_a_failed_background_flush_claims_nothing_it_did_not_write(
     original = staging.Staging._write_transaction
     calls = []
 
-    def failing_second(self: Any, applied: list[int], **kwargs: Any) -> None:
+    def failing_second(self: Any, applied: np.ndarray, **kwargs: Any) -> None:
         calls.append(len(applied))
         if len(calls) == 2:
             raise duckdb.IOException("disk full (injected)")

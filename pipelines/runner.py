@@ -32,6 +32,7 @@ import pyarrow as pa
 
 from destinations.outreach_magic import settings
 from destinations.outreach_magic import state as state_mod
+from destinations.outreach_magic.arrow_literals import numeric_array
 from destinations.outreach_magic.exceptions import (
     ConfigurationError,
     OutreachMagicError,
@@ -180,7 +181,8 @@ class RowFilter:
         names = ",".join(fields)
         # A position column puts the hashes back in row order: DuckDB does not promise the
         # order of a scan's output (preserve_insertion_order is off on this connection).
-        self.con.register("t_batch", table.append_column("_om_pos", pa.array(np.arange(table.num_rows))))
+        positions = numeric_array(np.arange(table.num_rows, dtype=np.int64))
+        self.con.register("t_batch", table.append_column("_om_pos", positions))
         try:
             got = self.con.execute(
                 f"SELECT _om_pos AS pos, (hash('{names}', {', '.join(fields)}) & 9223372036854775807)::BIGINT AS h "
@@ -190,7 +192,7 @@ class RowFilter:
             self.con.unregister("t_batch")
         hashes = np.empty(table.num_rows, dtype=np.int64)
         hashes[got["pos"]] = got["h"]
-        table = table.append_column("_om_hash", pa.array(hashes))
+        table = table.append_column("_om_hash", numeric_array(hashes))
         if self.skip_known:
             known = self._confirmed_hashes()
             if len(known):
@@ -202,7 +204,7 @@ class RowFilter:
                 at = np.minimum(np.searchsorted(known, probe), len(known) - 1)
                 fresh = np.empty(len(hashes), dtype=bool)
                 fresh[order] = known[at] != probe
-                table = table.filter(pa.array(fresh))
+                table = table.filter(numeric_array(fresh))
         self.skipped += batch.num_rows - table.num_rows
         return table
 

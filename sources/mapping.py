@@ -34,6 +34,7 @@ import pyarrow.compute as pc
 import tomllib
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
+from destinations.outreach_magic.arrow_literals import FALSE, literal
 from destinations.outreach_magic.exceptions import ConfigurationError
 from destinations.outreach_magic.settings import CANONICAL_FIELDS, CONNECTION_LEVELS
 from sources.presets import PRESETS, Preset, base_header, header_key
@@ -436,7 +437,7 @@ def _field_array(
     if len(arrays) == 1:
         return arrays[0]
     if len({a.type for a in arrays}) > 1:  # tags from a list column and a delimited one
-        arrays = [pc.binary_join(a, ",") if pa.types.is_list(a.type) else a for a in arrays]
+        arrays = [pc.binary_join(a, literal(",", STRING)) if pa.types.is_list(a.type) else a for a in arrays]
     result = pc.coalesce(*arrays)
     if tallies:
         for name, arr in zip(names, arrays, strict=True):
@@ -448,9 +449,9 @@ def _field_array(
 def _tally(tally: CopyTally, batch: pa.RecordBatch, copy: pa.Array, sent: pa.Array) -> None:
     """Count the rows where a fallback copy's value is the one sent, and those where it is not."""
     if pa.types.is_list(copy.type):  # compare tag lists by their joined text
-        copy, sent = pc.binary_join(copy, "\x1f"), pc.binary_join(sent, "\x1f")
+        copy, sent = pc.binary_join(copy, literal("\x1f", STRING)), pc.binary_join(sent, literal("\x1f", STRING))
     held = pc.is_valid(copy)
-    same = pc.fill_null(pc.equal(copy, sent), False)
+    same = pc.fill_null(pc.equal(copy, sent), FALSE)
     tally.used += pc.sum(pc.and_(held, same)).as_py() or 0
     lost = pc.and_(held, pc.invert(same))
     n = pc.sum(lost).as_py() or 0

@@ -145,6 +145,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import tldextract
 
+from destinations.outreach_magic.arrow_literals import FALSE, TRUE, as_numpy, literal, numeric_array, string_array
+
 from . import settings as s
 
 CACHE_SIZE = 1 << 16
@@ -853,11 +855,16 @@ _TEXT_FAST = r"^[\x21-\x7e]+(?: [\x21-\x7e]+)*$"
 _URL_MAX_FAST = 9000  # longer inputs go the Python way, which enforces the 10,000 limit on the output
 
 
+def _str(value: str) -> pa.Scalar:
+    """A string literal for a compute call (see arrow_literals: no pandas import)."""
+    return literal(value, pa.string())
+
+
 def _expand(mask: pa.Array, values: pa.Array) -> pa.Array:
     """``values`` (one per true ``mask`` entry) spread to ``mask``'s length, null elsewhere."""
-    settled = mask.to_numpy(zero_copy_only=False)
+    settled = as_numpy(mask)
     index = np.cumsum(settled) - 1
-    return pc.take(values, pa.array(index, mask=~settled))
+    return pc.take(values, numeric_array(index, mask=~settled))
 
 
 def _before(arr: pa.Array, pattern: str) -> pa.Array:
@@ -867,7 +874,7 @@ def _before(arr: pa.Array, pattern: str) -> pa.Array:
     only the rest is split (a regex split costs several times a match).
     """
     arr = pc.utf8_rtrim(arr, characters="/")
-    has = pc.fill_null(pc.match_substring_regex(arr, pattern), False)
+    has = pc.fill_null(pc.match_substring_regex(arr, pattern), FALSE)
     if not pc.any(has).as_py():
         return arr
     return pc.if_else(has, _expand(has, _nth(arr.filter(has), pattern, 0, regex=True)), arr)
@@ -876,7 +883,7 @@ def _before(arr: pa.Array, pattern: str) -> pa.Array:
 def _nth(arr: pa.Array, pattern: str, index: int, regex: bool = False) -> pa.Array:
     """Element ``index`` of splitting every string once at the first ``pattern``."""
     split = pc.split_pattern_regex if regex else pc.split_pattern
-    return pc.list_element(split(arr, pattern, max_splits=1), index)
+    return pc.list_element(split(arr, pattern, max_splits=1), literal(index, pa.int32()))
 
 
 def _settled(arr: pa.Array, pattern: str, max_len: int, lower: bool = False) -> tuple[pa.Array, pa.Array]:
@@ -885,35 +892,39 @@ def _settled(arr: pa.Array, pattern: str, max_len: int, lower: bool = False) -> 
     if lower:
         trimmed = pc.ascii_lower(trimmed)
     mask = pc.and_(
-        pc.match_substring_regex(trimmed, pattern), pc.less_equal(pc.utf8_length(trimmed), max_len)
+        pc.match_substring_regex(trimmed, pattern), pc.less_equal(pc.utf8_length(trimmed), literal(max_len, pa.int32()))
     )
-    return pc.fill_null(mask, False), trimmed
+    return pc.fill_null(mask, FALSE), trimmed
 
 
 def _fast_profile(arr: pa.Array) -> tuple[pa.Array, pa.Array]:
     mask, trimmed = _settled(arr, _PROFILE_FAST, _URL_MAX_FAST)
-    slug = _before(_nth(pc.if_else(mask, trimmed, "/in/x"), "/in/", 1), "[/?#]")
+    slug = _before(_nth(pc.if_else(mask, trimmed, literal("/in/x", trimmed.type)), "/in/", 1), "[/?#]")
     member_id = pc.or_(pc.starts_with(slug, MEMBER_ID_PREFIXES[0]), pc.starts_with(slug, MEMBER_ID_PREFIXES[1]))
     slug = pc.if_else(member_id, slug, pc.ascii_lower(slug))
-    return mask, pc.binary_join_element_wise("https://www.linkedin.com/in/", slug, "/", "")
+    return mask, pc.binary_join_element_wise(_str("https://www.linkedin.com/in/"), slug, _str("/"), _str(""))
 
 
 def _fast_sales(arr: pa.Array) -> tuple[pa.Array, pa.Array]:
     mask, trimmed = _settled(arr, _SALES_FAST, _URL_MAX_FAST)
-    tail = _nth(pc.if_else(mask, trimmed, "/sales/lead/X"), "/sales/(?:lead|people)/", 1, regex=True)
+    filled = pc.if_else(mask, trimmed, literal("/sales/lead/X", trimmed.type))
+    tail = _nth(filled, "/sales/(?:lead|people)/", 1, regex=True)
     lead_id = _before(tail, "[,/?#]")
-    return mask, pc.binary_join_element_wise("https://www.linkedin.com/sales/lead/", lead_id, "")
+    return mask, pc.binary_join_element_wise(_str("https://www.linkedin.com/sales/lead/"), lead_id, _str(""))
 
 
 def _fast_company(arr: pa.Array) -> tuple[pa.Array, pa.Array]:
     mask, trimmed = _settled(arr, _COMPANY_FAST, _URL_MAX_FAST)
-    path = _nth(pc.if_else(mask, trimmed, "linkedin.com/company/x"), r"(?i)linkedin\.com/", 1, regex=True)
+    filled = pc.if_else(mask, trimmed, literal("linkedin.com/company/x", trimmed.type))
+    path = _nth(filled, r"(?i)linkedin\.com/", 1, regex=True)
     for prefix in ("mwlite/", "comm/"):  # at most a few repeats in practice; loop until none
         while pc.any(pc.starts_with(path, prefix)).as_py():
             path = pc.if_else(pc.starts_with(path, prefix), pc.utf8_slice_codeunits(path, len(prefix)), path)
     kind = _nth(path, "/", 0)
     slug = _before(_nth(path, "/", 1), "[/?#]")
-    return mask, pc.binary_join_element_wise("https://www.linkedin.com/", kind, "/", slug, "/", "")
+    return mask, pc.binary_join_element_wise(
+        _str("https://www.linkedin.com/"), kind, _str("/"), slug, _str("/"), _str("")
+    )
 
 
 _ATOM_NO_QUERY = _ATOM.replace("?", "")
@@ -928,28 +939,28 @@ def _fast_email(arr: pa.Array) -> tuple[pa.Array, pa.Array]:
     (a small share), so their regexes do not cost a pass over the whole column.
     """
     lowered = pc.ascii_lower(pc.ascii_trim_whitespace(arr))
-    plain = pc.fill_null(pc.match_substring_regex(lowered, EMAIL_FAST_PATTERN), False)
+    plain = pc.fill_null(pc.match_substring_regex(lowered, EMAIL_FAST_PATTERN), FALSE)
     address, settled = lowered, plain
     others = pc.invert(plain)
     rest = lowered.filter(others)
-    rest_address, rest_settled = rest, pa.nulls(len(rest), pa.bool_()).fill_null(False)
+    rest_address, rest_settled = rest, pa.nulls(len(rest), pa.bool_()).fill_null(FALSE)
     for pattern, extract in (
         (_MAILTO_FAST, lambda x: _nth(pc.utf8_slice_codeunits(x, 7), "?", 0)),
         (_ANGLE_FAST, lambda x: _nth(_nth(x, "<", 1), ">", 0)),
     ):
-        wrapped = pc.fill_null(pc.match_substring_regex(rest, pattern), False)
+        wrapped = pc.fill_null(pc.match_substring_regex(rest, pattern), FALSE)
         if pc.any(wrapped).as_py():
             rest_address = pc.replace_with_mask(rest_address, wrapped, extract(rest.filter(wrapped)))
             rest_settled = pc.or_(rest_settled, wrapped)
     if pc.any(rest_settled).as_py():
-        wrapped_rows = pc.fill_null(_expand(others, rest_settled), False)
+        wrapped_rows = pc.fill_null(_expand(others, rest_settled), FALSE)
         address = pc.if_else(wrapped_rows, _expand(others, rest_address), lowered)
         settled = pc.or_(plain, wrapped_rows)
     mask = pc.and_(
-        pc.and_(settled, pc.fill_null(pc.less_equal(pc.utf8_length(address), 254), False)),
+        pc.and_(settled, pc.fill_null(pc.less_equal(pc.utf8_length(address), literal(254, pa.int32())), FALSE)),
         pc.and_(
-            pc.fill_null(pc.less_equal(pc.find_substring(address, "@"), 64), False),
-            pc.invert(pc.fill_null(pc.starts_with(address, APOLLO_LOCKED_LOCAL + "@"), True)),
+            pc.fill_null(pc.less_equal(pc.find_substring(address, "@"), literal(64, pa.int32())), FALSE),
+            pc.invert(pc.fill_null(pc.starts_with(address, APOLLO_LOCKED_LOCAL + "@"), TRUE)),
         ),
     )
     return mask, address
@@ -978,7 +989,7 @@ def _suffix_sets() -> _SuffixSets:
     inner -= plain
 
     def arr(values: Iterable[str]) -> pa.Array:
-        return pa.array(sorted(v for v in values if v.isascii()), pa.string())
+        return string_array(sorted(v for v in values if v.isascii()))
 
     return _SuffixSets(
         rules=arr(plain),
@@ -1006,30 +1017,32 @@ def _fast_domain(arr: pa.Array) -> tuple[pa.Array, pa.Array]:
         urls = pc.replace_substring(urls, scheme, "", max_replacements=1)
     hosts = pc.utf8_rtrim(_before(urls, "[:/?#]"), characters=".")
     parts = pc.split_pattern(hosts, ".")
-    offsets = parts.offsets.to_numpy()
+    offsets = as_numpy(parts.offsets)
     labels = parts.values
     ends = offsets[1:]
     count = ends - offsets[:-1]  # >= 2 by the host regex
-    l1 = pc.take(labels, pa.array(ends - 1))
-    l2 = pc.binary_join_element_wise(pc.take(labels, pa.array(ends - 2)), l1, ".")
+    l1 = pc.take(labels, numeric_array(ends - 1))
+    l2 = pc.binary_join_element_wise(pc.take(labels, numeric_array(ends - 2)), l1, _str("."))
     unsure = pc.or_(
         pc.or_(pc.is_in(l1, value_set=sets.go_on_1), pc.is_in(l2, value_set=sets.go_on_2)),
         pc.match_substring(hosts, "xn--"),
     )
-    deeper = pc.is_in(l2, value_set=sets.rules).to_numpy(zero_copy_only=False)
+    deeper = as_numpy(pc.is_in(l2, value_set=sets.rules))
     registrable = l2
     if deeper.any():
-        unsure = pc.or_(unsure, pa.array(deeper & (count < 3)))  # the host is a public suffix
+        unsure = pc.or_(unsure, numeric_array(deeper & (count < 3)))  # the host is a public suffix
         rows = np.flatnonzero(deeper & (count >= 3))
-        l3 = pc.binary_join_element_wise(pc.take(labels, pa.array(ends[rows] - 3)), pc.take(l2, rows), ".")
+        l3 = pc.binary_join_element_wise(
+            pc.take(labels, numeric_array(ends[rows] - 3)), pc.take(l2, numeric_array(rows)), _str(".")
+        )
         at_rows = np.zeros(len(hosts), dtype=bool)
         at_rows[rows] = True
-        registrable = pc.replace_with_mask(l2, pa.array(at_rows), l3)
+        registrable = pc.replace_with_mask(l2, numeric_array(at_rows), l3)
         stop = np.zeros(len(hosts), dtype=bool)
-        stop[rows] = pc.is_in(l3, value_set=sets.stop_3).to_numpy(zero_copy_only=False)
-        unsure = pc.or_(unsure, pa.array(stop))
+        stop[rows] = as_numpy(pc.is_in(l3, value_set=sets.stop_3))
+        unsure = pc.or_(unsure, numeric_array(stop))
     ok = pc.invert(pc.or_(unsure, pc.is_in(registrable, value_set=sets.platforms)))
-    return pc.fill_null(_expand(host_mask, ok), False), _expand(host_mask, registrable)
+    return pc.fill_null(_expand(host_mask, ok), FALSE), _expand(host_mask, registrable)
 
 
 def _fast_match(pattern: str, lower: bool, max_len: int) -> _Fast:
@@ -1042,9 +1055,10 @@ def _fast_match(pattern: str, lower: bool, max_len: int) -> _Fast:
 
 def _fast_text(arr: pa.Array) -> tuple[pa.Array, pa.Array]:
     mask = pc.and_(
-        pc.match_substring_regex(arr, _TEXT_FAST), pc.less_equal(pc.utf8_length(arr), s.MAX_STRING_LENGTH)
+        pc.match_substring_regex(arr, _TEXT_FAST),
+        pc.less_equal(pc.utf8_length(arr), literal(s.MAX_STRING_LENGTH, pa.int32())),
     )
-    mask = pc.fill_null(mask, False)
+    mask = pc.fill_null(mask, FALSE)
     return mask, arr
 
 
@@ -1128,12 +1142,14 @@ def _slow_path(kind: _Kind, arr: pa.Array, pending: pa.Array, out_type: pa.DataT
     positions = pc.index_in(arr, value_set=uniques)
     bad: _Bad = []
     if reasons:
-        is_bad = pc.is_in(positions, value_set=pa.array(list(reasons), pa.int32()))
-        rows = pc.indices_nonzero(pc.fill_null(is_bad, False)).to_pylist()
-        codes = pc.take(positions, pa.array(rows, pa.uint64())).to_pylist()
-        values = pc.take(arr, pa.array(rows, pa.uint64())).to_pylist()
+        is_bad = pc.is_in(positions, value_set=numeric_array(np.fromiter(reasons, np.int32, len(reasons))))
+        at = pc.indices_nonzero(pc.fill_null(is_bad, FALSE))
+        rows = at.to_pylist()
+        codes = pc.take(positions, at).to_pylist()
+        values = pc.take(arr, at).to_pylist()
         bad = [(row, value, reasons[code]) for row, code, value in zip(rows, codes, values, strict=True)]
-    return pc.take(pa.array(outs, out_type), positions), bad
+    answers = string_array(outs) if out_type == pa.string() else pa.array(outs, out_type)
+    return pc.take(answers, positions), bad
 
 
 def _normalize_strings(kind: _Kind, arr: pa.Array, fast: bool, out_type: pa.DataType) -> tuple[pa.Array, _Bad]:
@@ -1143,7 +1159,7 @@ def _normalize_strings(kind: _Kind, arr: pa.Array, fast: bool, out_type: pa.Data
         mask, fast_values = kind.fast(arr)
         pending = pc.and_(valid, pc.invert(mask))
         if not pc.any(pending).as_py():
-            return pc.if_else(mask, fast_values, pa.scalar(None, out_type)), []
+            return pc.if_else(mask, fast_values, literal(None, out_type)), []
         slow_values, bad = _slow_path(kind, arr, pending, out_type)
         return pc.if_else(mask, fast_values, slow_values), bad
     if not pc.any(valid).as_py():
@@ -1190,9 +1206,11 @@ def _normalize_column(
         out = pc.take(normalized, encoded.indices)
         if bad_codes:
             reasons = {code: (value, reason) for code, value, reason in bad_codes}
-            is_bad = pc.is_in(encoded.indices, value_set=pa.array(list(reasons), encoded.indices.type))
-            rows = pc.indices_nonzero(pc.fill_null(is_bad, False)).to_pylist()
-            codes = pc.take(encoded.indices, pa.array(rows, pa.uint64())).to_pylist()
+            bad_set = np.fromiter(reasons, np.int32, len(reasons))
+            is_bad = pc.is_in(encoded.indices, value_set=numeric_array(bad_set).cast(encoded.indices.type))
+            at = pc.indices_nonzero(pc.fill_null(is_bad, FALSE))
+            rows = at.to_pylist()
+            codes = pc.take(encoded.indices, at).to_pylist()
             errors.extend(RowIssue(r, name, *reasons[c]) for r, c in zip(rows, codes, strict=True))
         return out
     out, bad = _normalize_strings(kind, arr, fast, out_type)

@@ -44,6 +44,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from dlt.common.typing import TDataItems
 
+from destinations.outreach_magic.arrow_literals import numeric_array
 from sources.canonical import expand_specs
 from sources.mapping import MappingPlan
 
@@ -361,7 +362,7 @@ class KnownIndex:
 def _take(values: pa.Array, index: np.ndarray) -> pa.Array:
     """``values[index]`` with -1 meaning null."""
     mask = index < 0
-    return values.take(pa.array(np.where(mask, 0, index), mask=mask))
+    return values.take(numeric_array(np.where(mask, 0, index), mask=mask))
 
 
 # ---------------------------------------------------------------------------- reading lists

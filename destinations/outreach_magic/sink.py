@@ -31,6 +31,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from destinations.outreach_magic.arrow_literals import literal
+
 from . import state
 from .client import DeliveryClient, DeliveryStats, Outcomes
 from .identity_filter import IdentityFilter
@@ -111,10 +113,10 @@ def _defaults(table: pa.Table, opts: SinkOptions) -> pa.Table:
             continue
         if name in table.column_names:
             col = table.column(name).cast(pa.string())
-            filled = pc.fill_null(col, value)
+            filled = pc.fill_null(col, literal(value, pa.string()))
             table = table.set_column(table.column_names.index(name), name, filled)
         else:
-            table = table.append_column(name, pa.array([value] * table.num_rows, pa.string()))
+            table = table.append_column(name, pa.repeat(literal(value, pa.string()), table.num_rows))
     return table
 
 

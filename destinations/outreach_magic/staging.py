@@ -55,6 +55,8 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from destinations.outreach_magic.arrow_literals import as_numpy, literal, numeric_array
+
 from . import settings as s
 from .batching import JoinedBatch
 from .contract import validate_item
@@ -153,7 +155,7 @@ def conform(
     def meta(name: str, typ: pa.DataType, default: Callable[[], pa.Array]) -> pa.Array | pa.ChunkedArray:
         return table.column(name).cast(typ) if name in names else default()
 
-    cols["_om_source"] = meta("_om_source", pa.string(), lambda: pa.repeat(pa.scalar(source_label, pa.string()), n))
+    cols["_om_source"] = meta("_om_source", pa.string(), lambda: pa.repeat(literal(source_label, pa.string()), n))
     cols["_om_row"] = meta("_om_row", pa.int64(), lambda: _positions(n, start=1))
     cols["_om_order"] = meta("_om_order", pa.string(), lambda: pa.nulls(n, pa.string()))
     cols["_om_hash"] = meta("_om_hash", pa.int64(), lambda: pa.nulls(n, pa.int64()))
@@ -164,7 +166,7 @@ def conform(
 
 def _positions(n: int, start: int = 0) -> pa.Array:
     """``start, start + 1, ...`` as int64, built by numpy (no Python int per row)."""
-    return pa.array(np.arange(start, start + n, dtype=np.int64))
+    return numeric_array(np.arange(start, start + n, dtype=np.int64))
 
 
 def _any(cols: Iterable[str], pred: str = "{} IS NOT NULL") -> str:
@@ -1048,11 +1050,14 @@ class Staging:
                 if not n:
                     continue
                 data = got.column("j").combine_chunks()
-                keys = got.column("event_no").to_numpy()
-                sizes = pc.binary_length(data).to_numpy()
+                # NumPy views serve as the batches' sequences (sliced, indexed, measured)
+                keys = cast(Sequence[Any], as_numpy(got.column("event_no")))
+                sizes = cast(Sequence[int], as_numpy(pc.binary_length(data)))
                 ends = np.append(np.arange(0, n, batch_size, dtype=np.int32), np.int32(n))
-                joined = pc.binary_join(pa.ListArray.from_arrays(pa.array(ends), data), b",")
-                bodies = pc.binary_join_element_wise(b"[", joined, b"]", b"").to_pylist()
+                joined = pc.binary_join(pa.ListArray.from_arrays(numeric_array(ends), data), literal(b",", data.type))
+                bodies = pc.binary_join_element_wise(
+                    literal(b"[", data.type), joined, literal(b"]", data.type), literal(b"", data.type)
+                ).to_pylist()
                 out = []
                 for i, body in enumerate(bodies):
                     a, b = ends[i], ends[i + 1]
@@ -1172,7 +1177,8 @@ class Staging:
                 nulls = "".join(f", {_null(c)} AS {c}" for c in _STATE_FIELDS if c not in present)
                 source = self.out
                 if not whole:
-                    con.register("t_ok_arrow", pa.table({"event_no": pa.array(applied, pa.int64())}))
+                    event_nos = numeric_array(np.asarray(applied, dtype=np.int64))
+                    con.register("t_ok_arrow", pa.table({"event_no": event_nos}))
                     con.execute(
                         f"CREATE OR REPLACE TEMP TABLE t_ok_data AS SELECT {copied} FROM {self.out} o "
                         "SEMI JOIN t_ok_arrow USING (event_no)"

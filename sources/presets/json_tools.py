@@ -19,6 +19,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from destinations.outreach_magic.arrow_literals import FALSE, literal
 from sources.presets.base import Preset, header_key
 
 CLEARBIT = Preset(
@@ -100,9 +101,9 @@ def derive_connection(mapped: dict[str, pa.Array], helpers: dict[str, pa.Array])
         pc.is_in(keys, value_set=pa.array(sorted(CONNECTION_EVENTS))),
         pc.is_valid(sender),
     )
-    proves = pc.fill_null(proves, False)
-    mapped["sender"] = pc.if_else(proves, sender, pa.scalar(None, pa.string()))
-    mapped["linkedin_connection_level"] = pc.if_else(proves, pa.scalar("1"), pa.scalar(None, pa.string()))
+    proves = pc.fill_null(proves, FALSE)
+    mapped["sender"] = pc.if_else(proves, sender, literal(None, pa.string()))
+    mapped["linkedin_connection_level"] = pc.if_else(proves, literal("1", pa.string()), literal(None, pa.string()))
     return mapped
 
 

@@ -11,6 +11,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from destinations.outreach_magic.arrow_literals import FALSE, as_numpy, literal, numeric_array, string_array
+
 STRING = pa.string()
 TAGS_LIST = pa.list_(pa.string())
 
@@ -49,8 +51,8 @@ def to_strings(arr: pa.Array | pa.ChunkedArray) -> pa.Array:
     if pa.types.is_null(t):
         return pa.nulls(len(arr), STRING)
     if pa.types.is_floating(t):
-        integral = pc.and_(pc.equal(pc.floor(arr), arr), pc.less(pc.abs(arr), 2.0**53))
-        as_int = pc.cast(pc.if_else(integral, arr, pa.scalar(None, t)), pa.int64(), safe=False)
+        integral = pc.and_(pc.equal(pc.floor(arr), arr), pc.less(pc.abs(arr), literal(2.0**53, pa.float64())))
+        as_int = pc.cast(pc.if_else(integral, arr, literal(None, t)), pa.int64(), safe=False)
         return pc.if_else(integral, pc.cast(as_int, STRING), pc.cast(arr, STRING))
     if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
         return pc.cast(arr, TAGS_LIST)
@@ -67,10 +69,10 @@ def clean(arr: pa.Array) -> pa.Array:
     two thirds of a rerun's mapping time).
     """
     trimmed = pc.utf8_trim_whitespace(arr)
-    empty = pc.equal(pc.binary_length(trimmed), 0)
+    empty = pc.equal(pc.binary_length(trimmed), literal(0, pa.int32()))
     if not pc.any(empty).as_py():
         return trimmed
-    return pc.if_else(empty, pa.scalar(None, STRING), trimmed)
+    return pc.if_else(empty, literal(None, STRING), trimmed)
 
 
 def clean_list(arr: pa.Array) -> pa.Array:
@@ -79,18 +81,18 @@ def clean_list(arr: pa.Array) -> pa.Array:
     parents = pc.list_parent_indices(arr)
     keep = pc.is_valid(values)
     kept_values = pc.filter(values, keep)
-    kept_parents = pc.filter(parents, keep).to_numpy(zero_copy_only=False)
+    kept_parents = as_numpy(pc.filter(parents, keep))
     counts = np.bincount(kept_parents, minlength=len(arr)) if len(arr) else np.zeros(0, np.int64)
-    offsets = pa.array(np.r_[0, np.cumsum(counts)].astype(np.int32))
+    offsets = numeric_array(np.r_[0, np.cumsum(counts)].astype(np.int32))
     rebuilt = pa.ListArray.from_arrays(offsets, kept_values.cast(STRING))
-    empty = pc.equal(pa.array(counts), 0) if len(arr) else pa.array([], pa.bool_())
-    return pc.if_else(empty, pa.scalar(None, TAGS_LIST), rebuilt)
+    empty = numeric_array(counts == 0)
+    return pc.if_else(empty, literal(None, TAGS_LIST), rebuilt)
 
 
 def first_item(arr: pa.Array) -> pa.Array:
     """First non-empty item of each list (``emailAddresses[0]``), null when there is none."""
     cleaned = clean_list(arr)
-    return pc.list_element(cleaned, 0) if len(cleaned) else pa.array([], STRING)
+    return pc.list_element(cleaned, literal(0, pa.int32())) if len(cleaned) else pa.nulls(0, STRING)
 
 
 def split_employees(count: pa.Array, range_: pa.Array | None) -> tuple[pa.Array, pa.Array]:
@@ -104,16 +106,16 @@ def split_employees(count: pa.Array, range_: pa.Array | None) -> tuple[pa.Array,
     if range_ is None:
         range_ = pa.nulls(len(count), STRING)
     # Fast path: a column of plain digit strings (the common case) needs no regex at all.
-    messy = pc.fill_null(pc.invert(pc.utf8_is_digit(count)), False)
+    messy = pc.fill_null(pc.invert(pc.utf8_is_digit(count)), FALSE)
     if not pc.any(messy).as_py():
         return count, range_
     sub = pc.filter(count, messy)
     # "85.0": a count that went through a float column of pandas or a spreadsheet.
     sub = pc.replace_substring_regex(sub, r"^(\d[\d,]*)\.0+$", r"\1")
-    is_range = pc.fill_null(pc.match_substring_regex(sub, EMPLOYEE_RANGE), False)
-    new_count = pc.replace_with_mask(count, messy, pc.if_else(is_range, pa.scalar(None, STRING), sub))
+    is_range = pc.fill_null(pc.match_substring_regex(sub, EMPLOYEE_RANGE), FALSE)
+    new_count = pc.replace_with_mask(count, messy, pc.if_else(is_range, literal(None, STRING), sub))
     moved = pc.replace_with_mask(
-        pa.nulls(len(count), STRING), messy, pc.if_else(is_range, sub, pa.scalar(None, STRING))
+        pa.nulls(len(count), STRING), messy, pc.if_else(is_range, sub, literal(None, STRING))
     )
     return new_count, pc.coalesce(range_, moved)
 
@@ -128,11 +130,11 @@ def repair_mojibake(arr: pa.Array) -> pa.Array:
     twice, for text that was mis-decoded twice.
     """
     # Fast path: mojibake needs non-ASCII text, and most values of most columns are ASCII.
-    non_ascii = pc.fill_null(pc.invert(pc.string_is_ascii(arr)), False)
+    non_ascii = pc.fill_null(pc.invert(pc.string_is_ascii(arr)), FALSE)
     if not pc.any(non_ascii).as_py():
         return arr
     sub = pc.filter(arr, non_ascii)
-    flagged = pc.fill_null(pc.match_substring_regex(sub, MOJIBAKE_CANDIDATE), False)
+    flagged = pc.fill_null(pc.match_substring_regex(sub, MOJIBAKE_CANDIDATE), FALSE)
     if not pc.any(flagged).as_py():
         return arr
     distinct = pc.unique(pc.filter(sub, flagged)).to_pylist()
@@ -140,9 +142,9 @@ def repair_mojibake(arr: pa.Array) -> pa.Array:
     fixes = {k: v for k, v in fixes.items() if v is not None}
     if not fixes:
         return arr
-    keys = pa.array(list(fixes), STRING)
+    keys = string_array(list(fixes))
     idx = pc.index_in(arr, value_set=keys)
-    replaced = pc.take(pa.array(list(fixes.values()), STRING), idx)
+    replaced = pc.take(string_array(list(fixes.values())), idx)
     return pc.if_else(pc.is_valid(idx), replaced, arr)
 
 
@@ -168,7 +170,7 @@ def _unmojibake(text: str) -> str | None:
         if decoded == out:
             break
         out = decoded
-        if not pc.match_substring_regex(pa.array([out]), MOJIBAKE_CANDIDATE)[0].as_py():
+        if not pc.match_substring_regex(string_array([out]), MOJIBAKE_CANDIDATE)[0].as_py():
             break
     return out if out != text else None
 
@@ -177,7 +179,7 @@ def repeat(value: object, n: int) -> pa.Array:
     """A constant column of ``n`` rows (``tags`` as ``list<string>``, anything else as a string)."""
     if isinstance(value, list):
         return pa.repeat(pa.scalar([str(v) for v in value], TAGS_LIST), n)
-    return pa.repeat(pa.scalar(str(value), STRING), n)
+    return pa.repeat(literal(str(value), STRING), n)
 
 
 def order_strings(arr: pa.Array | pa.ChunkedArray) -> pa.Array:
@@ -191,5 +193,5 @@ def order_strings(arr: pa.Array | pa.ChunkedArray) -> pa.Array:
     if pa.types.is_integer(arr.type):
         as_text = pc.cast(arr, STRING)
         padded = pc.utf8_lpad(as_text, 20, "0")
-        return pc.if_else(pc.less(arr, 0), as_text, padded)
+        return pc.if_else(pc.less(arr, literal(0, pa.int64())), as_text, padded)
     return clean(to_strings(arr))

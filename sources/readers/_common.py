@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
+from destinations.outreach_magic.arrow_literals import numeric_array
 from destinations.outreach_magic.exceptions import SourceError
 
 SOURCE_COLUMN = "_om_source"
@@ -96,7 +97,7 @@ def add_provenance(batch: pa.RecordBatch, label: str, first_row: int, names: Seq
     """
     n = batch.num_rows
     numbers = np.arange(first_row, first_row + n, dtype=np.int64)
-    rows = pa.Array.from_buffers(pa.int64(), n, [None, pa.py_buffer(numbers)])
+    rows = numeric_array(numbers)
     return add_provenance_rows(batch, label, rows, names)
 
 

@@ -443,12 +443,19 @@ def run_sync(
                 run_id=run_id,
                 partition=request.partition,
             )
-            return dlt.pipeline(
+            made = dlt.pipeline(
                 pipeline_name=PIPELINE_NAME,
                 pipelines_dir=str(state_dir / "dlt"),
                 destination=destination,
                 dataset_name="outreach_magic",
             )
+            # No copy of dlt's pipeline state goes to the API: it could never be restored
+            # from there, the sync's own state lives in the state file, and writing that row
+            # (Table.from_pylist) made the first sync of a new state import pandas (see
+            # destinations/outreach_magic/arrow_literals.py). This pipeline only; a user's
+            # own pipeline keeps its setting.
+            made.config.restore_from_destination = False
+            return made
 
         totals = totals_for(run_id)
         totals.say, totals.tick = progress, tick

@@ -19,7 +19,15 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from destinations.outreach_magic.arrow_literals import FALSE, TRUE, as_numpy, literal, numeric_array, string_array
+from destinations.outreach_magic.arrow_literals import (
+    FALSE,
+    TRUE,
+    as_numpy,
+    literal,
+    numeric_array,
+    string_array,
+    string_list_array,
+)
 from tests.sandbox_helpers import lead_by, sandbox_leads
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -74,6 +82,14 @@ def test_a_string_array_equals_pa_array() -> None:
     assert string_array(["x", "y"]).null_count == 0
 
 
+def test_a_string_list_array_equals_pa_array() -> None:
+    values = [["a", "b"], None, [], ["é", None], None, ["x"]]
+    got = string_list_array(values)
+    assert got.equals(pa.array(values, pa.list_(pa.string())))
+    assert got.null_count == 2
+    assert string_list_array([]).equals(pa.array([], pa.list_(pa.string())))
+
+
 def test_as_numpy_equals_to_numpy_for_slices_chunks_booleans_and_nulls() -> None:
     ints = pa.array(np.arange(100, dtype=np.int64))
     assert as_numpy(ints[13:71]).tolist() == ints[13:71].to_numpy().tolist()
@@ -124,17 +140,24 @@ def _export(path: Path, title: str) -> Path:
     return path
 
 
-def test_a_sync_never_imports_pandas_once_the_pipeline_exists(sandbox_server: Any, tmp_path: Path) -> None:
-    """The first sync of a new state lets dlt write its pipeline-state row, which goes
-    through pyarrow's Python conversion (and so imports pandas); every later sync of the
-    same pipeline must not: a changed export is read, normalized, merged, diffed and sent
-    in a process that never imports it."""
+def test_a_sync_never_imports_pandas(sandbox_server: Any, tmp_path: Path) -> None:
+    """A first sync of a new state, then a sync of a changed export, each in a fresh process:
+    read, normalized (the slow paths too), merged, diffed and sent without pandas."""
     state = tmp_path / "state.duckdb"
     first = _sync_in_child(_export(tmp_path / "a.parquet", "Title"), sandbox_server.url, state)
-    assert (first["applied"], first["invalid"]) == (1999, 1)
+    assert (first["applied"], first["invalid"], first["pandas"]) == (1999, 1, False)
     second = _sync_in_child(_export(tmp_path / "b.parquet", "Head of"), sandbox_server.url, state)
     assert second["applied"] == 1999 and second["exit"] == 1  # the invalid row is still invalid
     assert second["pandas"] is False
     (lead,) = lead_by(sandbox_leads(sandbox_server.url, "test-key"), "lead_email", "person50@company10.example.com")
     assert lead["attributes"]["lead_first_name"] == "Jürgen"  # mojibake repaired
     assert lead["attributes"]["lead_job_title"] == "Head of 0"  # the second sync's change
+
+
+@pytest.mark.parametrize("fixture", ["clay.csv", "zoominfo.csv", "heyreach.json", "prosp.jsonl", "lusha_api.json"])
+def test_an_export_syncs_without_pandas(fixture: str, sandbox_server: Any, tmp_path: Path) -> None:
+    """The presets' exports (CSV with duplicates and invalid rows, JSON documents with
+    lists and derived fields) go through the readers' Python-value paths as well."""
+    got = _sync_in_child(ROOT / "tests" / "fixtures" / "presets" / fixture, sandbox_server.url, tmp_path / "s.duckdb")
+    assert got["applied"] >= 3
+    assert got["pandas"] is False

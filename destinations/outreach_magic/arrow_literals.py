@@ -5,8 +5,9 @@ call given a Python value (``pc.equal(a, 0)``) make pyarrow import pandas on the
 use when it is installed: 45 MB of RSS and 0.35 s, for a library the sync never calls.
 Measured in paired 1M-row syncs (bench/sync.py children): peak RSS 468-471 -> 422-440 MB,
 a rerun 269-275 -> 233-241 MB. The helpers here give what pyarrow's constructors give
-(tests/test_arrow_literals.py), from buffers, which import nothing. dlt itself still
-imports pandas in the first sync of a new state, when it writes its pipeline-state row.
+(tests/test_arrow_literals.py), from buffers, which import nothing. What still converts
+Python values with pyarrow's own constructors: the SQL reader's type inference and a
+pandas DataFrame given as a source (pandas is imported then anyway).
 """
 
 from __future__ import annotations
@@ -76,6 +77,17 @@ def string_array(values: Sequence[str | None]) -> pa.Array:
     return pa.Array.from_buffers(
         pa.string(), len(encoded), [validity, pa.py_buffer(offsets), pa.py_buffer(b"".join(encoded))]
     )
+
+
+def string_list_array(values: Sequence[Sequence[str | None] | None]) -> pa.Array:
+    """``pa.array(values, pa.list_(pa.string()))`` without the pandas import (None is null)."""
+    lengths = np.fromiter((0 if v is None else len(v) for v in values), dtype=np.int32, count=len(values))
+    offsets = np.zeros(len(values) + 1, dtype=np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    items = string_array([item for v in values if v is not None for item in v])
+    nulls = np.fromiter((v is None for v in values), dtype=bool, count=len(values))
+    mask = numeric_array(nulls) if nulls.any() else None
+    return pa.ListArray.from_arrays(numeric_array(offsets), items, type=pa.list_(pa.string()), mask=mask)
 
 
 def as_numpy(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:

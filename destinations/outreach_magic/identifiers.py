@@ -145,7 +145,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import tldextract
 
-from destinations.outreach_magic.arrow_literals import FALSE, TRUE, as_numpy, literal, numeric_array, string_array
+from destinations.outreach_magic.arrow_literals import (
+    FALSE,
+    TRUE,
+    as_numpy,
+    literal,
+    numeric_array,
+    string_array,
+    string_list_array,
+)
 
 from . import settings as s
 
@@ -1148,7 +1156,7 @@ def _slow_path(kind: _Kind, arr: pa.Array, pending: pa.Array, out_type: pa.DataT
         codes = pc.take(positions, at).to_pylist()
         values = pc.take(arr, at).to_pylist()
         bad = [(row, value, reasons[code]) for row, code, value in zip(rows, codes, values, strict=True)]
-    answers = string_array(outs) if out_type == pa.string() else pa.array(outs, out_type)
+    answers = string_array(outs) if out_type == pa.string() else string_list_array(outs)
     return pc.take(answers, positions), bad
 
 
@@ -1185,7 +1193,7 @@ def _normalize_tags_list(column: pa.ChunkedArray | pa.Array, errors: list[RowIss
             errors.append(RowIssue(row, "tags", json.dumps(item, ensure_ascii=False), out.reason))
             out = None
         outs.append(out)
-    return pa.array(outs, pa.list_(pa.string()))
+    return string_list_array(outs)
 
 
 def _normalize_column(

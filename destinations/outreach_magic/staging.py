@@ -546,7 +546,9 @@ class Staging:
         mapping = _union_groups(linked)
         con.execute(f"CREATE OR REPLACE TEMP TABLE {prefix}_map (tid BIGINT, gid BIGINT)")
         if mapping:
-            con.register("t_map", pa.table({"tid": list(mapping), "gid": list(mapping.values())}))
+            tids = numeric_array(np.fromiter(mapping, np.int64, len(mapping)))
+            gids = numeric_array(np.fromiter(mapping.values(), np.int64, len(mapping)))
+            con.register("t_map", pa.table({"tid": tids, "gid": gids}))
             con.execute(f"INSERT INTO {prefix}_map SELECT * FROM t_map")
             con.unregister("t_map")
         # ``single``: the row is its group's only row (a tuple of one row, linked to no other),

@@ -19,7 +19,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from destinations.outreach_magic.arrow_literals import FALSE, literal
+from destinations.outreach_magic.arrow_literals import FALSE, literal, string_array
 from sources.presets.base import Preset, header_key
 
 CLEARBIT = Preset(
@@ -98,7 +98,7 @@ def derive_connection(mapped: dict[str, pa.Array], helpers: dict[str, pa.Array])
         return mapped
     keys = pc.replace_substring_regex(pc.utf8_lower(event), r"[^0-9a-z]+", "")
     proves = pc.and_kleene(
-        pc.is_in(keys, value_set=pa.array(sorted(CONNECTION_EVENTS))),
+        pc.is_in(keys, value_set=string_array(sorted(CONNECTION_EVENTS))),
         pc.is_valid(sender),
     )
     proves = pc.fill_null(proves, FALSE)

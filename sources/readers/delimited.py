@@ -33,8 +33,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
+
+from destinations.outreach_magic.arrow_literals import numeric_array, string_array
 
 from ._common import IssueSink, SourceIssue, add_provenance, add_provenance_rows, dedupe_names
 
@@ -281,6 +284,6 @@ def _read_slow(
 
 
 def _rows_to_batch(rows: list[list[str]], numbers: list[int], names: list[str], label: str) -> pa.RecordBatch:
-    columns = [pa.array([v or None for v in col], pa.string()) for col in zip(*rows, strict=True)]
+    columns = [string_array([v or None for v in col]) for col in zip(*rows, strict=True)]
     batch = pa.RecordBatch.from_arrays(columns, names=[f"f{i}" for i in range(len(columns))])
-    return add_provenance_rows(batch, label, pa.array(numbers, pa.int64()), names)
+    return add_provenance_rows(batch, label, numeric_array(np.asarray(numbers, dtype=np.int64)), names)

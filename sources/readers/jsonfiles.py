@@ -24,9 +24,11 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 import pyarrow as pa
 
+from destinations.outreach_magic.arrow_literals import numeric_array, string_array, string_list_array
 from destinations.outreach_magic.exceptions import SourceError
 from sources import documents
 
@@ -127,11 +129,16 @@ def _to_string(value: Any) -> str | None:
 
 
 def _column(values: list[Any], typ: pa.DataType) -> pa.Array:
+    """One column from Python values, built from buffers (``pa.array`` would import pandas:
+    see destinations/outreach_magic/arrow_literals.py)."""
     if pa.types.is_string(typ):
-        return pa.array([_to_string(v) for v in values], typ)
+        return string_array([_to_string(v) for v in values])
     if pa.types.is_list(typ):
-        return pa.array([None if v is None else [_scalar_text(x) for x in v[1]] for v in values], typ)
-    return pa.array(values, typ)
+        return string_list_array([None if v is None else [_scalar_text(x) for x in v[1]] for v in values])
+    nulls = np.fromiter((v is None for v in values), dtype=bool, count=len(values))
+    dtype = {pa.bool_(): np.bool_, pa.int64(): np.int64, pa.float64(): np.float64}[typ]
+    data: np.ndarray = np.array([False if v is None else v for v in values], dtype=dtype)
+    return numeric_array(data, mask=nulls if nulls.any() else None)
 
 
 def _build(
@@ -140,7 +147,7 @@ def _build(
     names = list(types)
     arrays = [_column([f.get(n) for f in flats], types[n]) for n in names]
     batch = pa.RecordBatch.from_arrays(arrays, names=names)
-    return add_provenance_rows(batch, label, pa.array(numbers, pa.int64()), dedupe_names(names))
+    return add_provenance_rows(batch, label, numeric_array(np.asarray(numbers, dtype=np.int64)), dedupe_names(names))
 
 
 def _jsonl_records(path: Path, sink: IssueSink | None) -> Iterator[tuple[int, dict[str, Any]]]:

@@ -29,9 +29,10 @@ from tests.sandbox_helpers import sandbox_leads
 from tests.test_reliability_helpers import REPO, WS, child_env, ledger
 
 KEY = "test-key"
-# Measured 240-284 MB (VmHWM) on this machine for every file below (importing dlt, DuckDB and
-# pyarrow alone costs ~145 MB); the bound leaves room for allocator noise, not for a copy
-# of the input per column.
+# Measured 195-277 MB (VmHWM) on this machine for every file below, 2026-12-07 14:20
+# (240-284 MB while pyarrow still imported pandas; importing dlt, DuckDB and pyarrow costs
+# ~135 MB); the bound leaves room for allocator noise, not for a copy of the input per
+# column.
 PEAK_RSS_LIMIT_MB = 450
 H = "lead_email,lead_first_name,company_domain\n"
 
@@ -250,8 +251,9 @@ def test_memory_stays_bounded_on_a_large_file(tmp_path: Path, sandbox_factory: A
 
     Bounded means: under a stated ceiling, and not growing in step with the input (3x the
     rows must cost well under 1.5x the peak). The child's own peak (VmHWM, see ``run_cli``)
-    measured 645-658 MB at 50k and 756-804 MB at 150k (1.17-1.25x) over three runs with the
-    pipelined sink (648-657 / 731-770 MB before it; 824-880 and 892-1,004 MB before the
+    measured 617-623 MB at 50k and 745-754 MB at 150k (1.20-1.22x) over three runs on
+    2026-12-07 14:19 (645-658 / 756-804 MB that morning, before pyarrow stopped importing
+    pandas; 648-657 / 731-770 MB before it; 824-880 and 892-1,004 MB before the
     memory changes in RELIABILITY.md): the bounds leave
     room for noise, while memory growing in step with the rows (~145 MB of imports plus 3x
     the rest: ~2.2x) fails them.

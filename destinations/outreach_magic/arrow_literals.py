@@ -3,8 +3,9 @@
 ``pa.scalar``, ``pa.array`` (of a list or a NumPy array), ``Array.to_numpy`` and a compute
 call given a Python value (``pc.equal(a, 0)``) make pyarrow import pandas on their first
 use when it is installed: 45 MB of RSS and 0.35 s, for a library the sync never calls.
-Measured in paired 1M-row syncs (bench/sync.py children): peak RSS 468-471 -> 422-440 MB,
-a rerun 269-275 -> 233-241 MB. The helpers here give what pyarrow's constructors give
+With the runner's pipeline sending dlt no state row (pipelines/runner.py), a 1M-row
+``python bench/sync.py`` peaks at 436-447 MB instead of 471-482, a rerun at 231-236
+instead of 269-275 (2026-12-07). The helpers here give what pyarrow's constructors give
 (tests/test_arrow_literals.py), from buffers, which import nothing. What still converts
 Python values with pyarrow's own constructors: the SQL reader's type inference and a
 pandas DataFrame given as a source (pandas is imported then anyway).

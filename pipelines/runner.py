@@ -32,7 +32,7 @@ import pyarrow as pa
 
 from destinations.outreach_magic import settings
 from destinations.outreach_magic import state as state_mod
-from destinations.outreach_magic.arrow_literals import numeric_array
+from destinations.outreach_magic.arrow_literals import numeric_array, positions
 from destinations.outreach_magic.exceptions import (
     ConfigurationError,
     OutreachMagicError,
@@ -181,8 +181,7 @@ class RowFilter:
         names = ",".join(fields)
         # A position column puts the hashes back in row order: DuckDB does not promise the
         # order of a scan's output (preserve_insertion_order is off on this connection).
-        positions = numeric_array(np.arange(table.num_rows, dtype=np.int64))
-        self.con.register("t_batch", table.append_column("_om_pos", positions))
+        self.con.register("t_batch", table.append_column("_om_pos", positions(table.num_rows)))
         try:
             got = self.con.execute(
                 f"SELECT _om_pos AS pos, (hash('{names}', {', '.join(fields)}) & 9223372036854775807)::BIGINT AS h "

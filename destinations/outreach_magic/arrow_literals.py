@@ -68,6 +68,11 @@ def numeric_array(values: np.ndarray, mask: np.ndarray | None = None) -> pa.Arra
     return pa.Array.from_buffers(_ARROW[values.dtype], len(values), [validity, pa.py_buffer(values)])
 
 
+def positions(n: int, start: int = 0) -> pa.Array:
+    """``start, start + 1, ...`` (``n`` of them) as int64, built by NumPy: no Python int a row."""
+    return numeric_array(np.arange(start, start + n, dtype=np.int64))
+
+
 def string_array(values: Sequence[str | None]) -> pa.Array:
     """``pa.array(values, pa.string())`` without the pandas import (None is null)."""
     encoded = [b"" if v is None else v.encode() for v in values]

@@ -55,7 +55,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from destinations.outreach_magic.arrow_literals import as_numpy, literal, numeric_array
+from destinations.outreach_magic.arrow_literals import as_numpy, literal, numeric_array, positions
 
 from . import settings as s
 from .batching import JoinedBatch
@@ -156,17 +156,12 @@ def conform(
         return table.column(name).cast(typ) if name in names else default()
 
     cols["_om_source"] = meta("_om_source", pa.string(), lambda: pa.repeat(literal(source_label, pa.string()), n))
-    cols["_om_row"] = meta("_om_row", pa.int64(), lambda: _positions(n, start=1))
+    cols["_om_row"] = meta("_om_row", pa.int64(), lambda: positions(n, start=1))
     cols["_om_order"] = meta("_om_order", pa.string(), lambda: pa.nulls(n, pa.string()))
     cols["_om_hash"] = meta("_om_hash", pa.int64(), lambda: pa.nulls(n, pa.int64()))
     if with_rid:
-        cols["_rid"] = _positions(n)
+        cols["_rid"] = positions(n)
     return pa.table(cols), ignored
-
-
-def _positions(n: int, start: int = 0) -> pa.Array:
-    """``start, start + 1, ...`` as int64, built by numpy (no Python int per row)."""
-    return numeric_array(np.arange(start, start + n, dtype=np.int64))
 
 
 def _any(cols: Iterable[str], pred: str = "{} IS NOT NULL") -> str:

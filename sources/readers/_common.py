@@ -11,10 +11,9 @@ import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import pyarrow as pa
 
-from destinations.outreach_magic.arrow_literals import numeric_array
+from destinations.outreach_magic.arrow_literals import literal, positions
 from destinations.outreach_magic.exceptions import SourceError
 
 SOURCE_COLUMN = "_om_source"
@@ -95,21 +94,7 @@ def add_provenance(batch: pa.RecordBatch, label: str, first_row: int, names: Seq
     consecutively. Source columns that already carry a provenance name (e.g. a Parquet
     file written by an earlier run) are dropped: the values this read computes win.
     """
-    n = batch.num_rows
-    numbers = np.arange(first_row, first_row + n, dtype=np.int64)
-    rows = numeric_array(numbers)
-    return add_provenance_rows(batch, label, rows, names)
-
-
-def constant_string(value: str, n: int) -> pa.Array:
-    """A string column of `n` copies of `value`, built from buffers.
-
-    Not `pa.array`/`pa.repeat`: their first call imports pandas when it is installed
-    (1.3 s here), a cost a reader of plain files should not pay.
-    """
-    data = value.encode()
-    offsets = np.arange(n + 1, dtype=np.int32) * np.int32(len(data))  # NumPy: no Python int a row
-    return pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(offsets), pa.py_buffer(data * n)])
+    return add_provenance_rows(batch, label, positions(batch.num_rows, start=first_row), names)
 
 
 def add_provenance_rows(
@@ -119,7 +104,7 @@ def add_provenance_rows(
     pairs = zip(names, batch.columns, strict=True)
     keep = [(name, col) for name, col in pairs if name not in PROVENANCE_COLUMNS]
     arrays = [col for _, col in keep]
-    arrays.append(constant_string(label, batch.num_rows))
+    arrays.append(pa.repeat(literal(label, pa.string()), batch.num_rows))  # no pandas: see arrow_literals
     arrays.append(rows)
     return pa.RecordBatch.from_arrays(arrays, names=[name for name, _ in keep] + list(PROVENANCE_COLUMNS))
 
